@@ -1,0 +1,22 @@
+//! The Llama 2 model (Touvron et al., 2023, §2.2) as Burn modules generic over `B: Backend`.
+//!
+//! | module | paper | contents |
+//! |---|---|---|
+//! | [`config`] | Table 1 | [`LlamaConfig`] and the 7B / 13B / 70B presets |
+//! | [`model`] | §2.2 "Training Details" | RMSNorm, RoPE, grouped-query attention, SwiGLU, the transformer |
+//! | [`cache`] | — | the key/value cache for incremental decoding |
+//!
+//! The model computes what Meta's reference `model.py` computes: the same parameter names,
+//! the same interleaved-pair rotary convention and the same head grouping, so a checkpoint
+//! maps onto it one tensor to one tensor.
+
+pub mod cache;
+pub mod config;
+pub mod model;
+
+pub use cache::KvCache;
+pub use config::{ConfigError, LlamaConfig};
+pub use model::Llama;
+
+#[cfg(test)]
+pub(crate) type TestBackend = burn::backend::NdArray<f32, i64>;

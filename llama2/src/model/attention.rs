@@ -1,0 +1,128 @@
+//! Grouped-query attention (Ainslie et al., 2023): `n_heads` query heads share
+//! `n_kv_heads` key/value heads, consecutive query heads using the same one, as Meta's
+//! `repeat_kv`. Keys and values are never copied per query head: the query heads of one
+//! group are stacked along the sequence axis and multiplied against their shared keys.
+
+use burn::config::Config;
+use burn::module::{Initializer, Module};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{DType, Tensor, activation::softmax, backend::Backend};
+
+use super::rotary::RotaryEmbedding;
+use crate::cache::LayerCache;
+
+/// Configuration of [`Attention`].
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Model width.
+    pub dim: usize,
+    /// Number of query heads.
+    pub n_heads: usize,
+    /// Number of key/value heads (divides `n_heads`).
+    pub n_kv_heads: usize,
+    /// Initialiser of the projections.
+    #[config(default = "Initializer::Normal { mean: 0.0, std: 0.02 }")]
+    pub initializer: Initializer,
+}
+
+impl AttentionConfig {
+    /// Creates the four bias-free projections.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
+        let head_dim = self.dim / self.n_heads;
+        let linear = |d_input, d_output| {
+            LinearConfig::new(d_input, d_output)
+                .with_bias(false)
+                .with_initializer(self.initializer.clone())
+                .init(device)
+        };
+        Attention {
+            wq: linear(self.dim, self.n_heads * head_dim),
+            wk: linear(self.dim, self.n_kv_heads * head_dim),
+            wv: linear(self.dim, self.n_kv_heads * head_dim),
+            wo: linear(self.n_heads * head_dim, self.dim),
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim,
+        }
+    }
+}
+
+/// Causal self-attention with rotary embeddings and shared key/value heads.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection, `dim → n_heads · head_dim`.
+    pub wq: Linear<B>,
+    /// Key projection, `dim → n_kv_heads · head_dim`.
+    pub wk: Linear<B>,
+    /// Value projection, `dim → n_kv_heads · head_dim`.
+    pub wv: Linear<B>,
+    /// Output projection, `n_heads · head_dim → dim`.
+    pub wo: Linear<B>,
+    /// Number of query heads.
+    pub n_heads: usize,
+    /// Number of key/value heads.
+    pub n_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Attends the new positions `start_pos .. start_pos + seq_len` to themselves and, when a
+    /// cache is given, to the `start_pos` positions it already holds (the new keys and values
+    /// are written into it).
+    ///
+    /// `mask` is added to the attention scores; pass the causal mask when `seq_len > 1`.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[batch, seq_len, dim]`
+    /// - mask: `[seq_len, start_pos + seq_len]` (or `[seq_len, seq_len]` without a cache)
+    /// - output: `[batch, seq_len, dim]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RotaryEmbedding<B>,
+        start_pos: usize,
+        mask: Option<Tensor<B, 2>>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq_len, _] = x.dims();
+        let (heads, kv_heads, head_dim) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let group = heads / kv_heads;
+
+        let split = |t: Tensor<B, 3>, n: usize| {
+            t.reshape([batch, seq_len, n, head_dim]).swap_dims(1, 2)
+        };
+        let q = split(self.wq.forward(x.clone()), heads);
+        let k = split(self.wk.forward(x.clone()), kv_heads);
+        let v = split(self.wv.forward(x), kv_heads);
+
+        let q = rope.apply(q, start_pos);
+        let k = rope.apply(k, start_pos);
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v, start_pos),
+            None => (k, v),
+        };
+        let keys_len = k.dims()[2];
+
+        // [batch, kv_heads, group · seq_len, head_dim]: the query heads of one group in a row.
+        let q = q.reshape([batch, kv_heads, group * seq_len, head_dim]);
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt());
+        let scores = match mask {
+            Some(mask) => (scores.reshape([batch, kv_heads, group, seq_len, keys_len])
+                + mask.reshape([1, 1, 1, seq_len, keys_len]))
+            .reshape([batch, kv_heads, group * seq_len, keys_len]),
+            None => scores,
+        };
+        let dtype = scores.dtype();
+        let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
+        let out = probs
+            .matmul(v)
+            .reshape([batch, heads, seq_len, head_dim])
+            .swap_dims(1, 2)
+            .reshape([batch, seq_len, heads * head_dim]);
+        self.wo.forward(out)
+    }
+}

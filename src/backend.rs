@@ -1,0 +1,51 @@
+//! The backend selected by cargo features.
+//!
+//! | feature | backend | device |
+//! |---|---|---|
+//! | `cuda` | [`burn::backend::Cuda`] | first NVIDIA GPU |
+//! | `wgpu` | [`burn::backend::Wgpu`] | default wgpu adapter (Vulkan, Metal, DX12; lavapipe on CPU) |
+//! | `flex` | [`burn::backend::Flex`] | CPU |
+//! | `ndarray` (default) | [`burn::backend::NdArray`] | CPU |
+//!
+//! When several features are enabled the first one in the table wins. [`Selected`] is that
+//! backend and [`SelectedAutodiff`] is it wrapped for training.
+
+#[cfg(feature = "cuda")]
+mod selected {
+    pub type Selected = burn::backend::Cuda<f32, i32>;
+    pub const NAME: &str = "cuda";
+}
+
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+mod selected {
+    pub type Selected = burn::backend::Wgpu<f32, i32>;
+    pub const NAME: &str = "wgpu";
+}
+
+#[cfg(all(feature = "flex", not(any(feature = "cuda", feature = "wgpu"))))]
+mod selected {
+    pub type Selected = burn::backend::Flex;
+    pub const NAME: &str = "flex";
+}
+
+#[cfg(all(
+    feature = "ndarray",
+    not(any(feature = "cuda", feature = "wgpu", feature = "flex"))
+))]
+mod selected {
+    pub type Selected = burn::backend::NdArray<f32, i64>;
+    pub const NAME: &str = "ndarray";
+}
+
+#[cfg(not(any(feature = "cuda", feature = "wgpu", feature = "flex", feature = "ndarray")))]
+compile_error!("enable one backend feature: ndarray, flex, wgpu or cuda");
+
+pub use selected::{NAME, Selected};
+
+/// The selected backend with automatic differentiation, for training.
+pub type SelectedAutodiff = burn::backend::Autodiff<Selected>;
+
+/// The default device of the selected backend.
+pub fn device() -> burn::tensor::Device<Selected> {
+    Default::default()
+}
