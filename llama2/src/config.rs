@@ -24,6 +24,10 @@ pub struct LlamaConfig {
     /// Optional multiplier applied to the SwiGLU hidden size before rounding (1.3 for 70B).
     #[config(default = "None")]
     pub ffn_dim_multiplier: Option<f64>,
+    /// Explicit SwiGLU hidden size (Hugging Face's `intermediate_size`), overriding the
+    /// formula from `multiple_of` and `ffn_dim_multiplier`.
+    #[config(default = "None")]
+    pub intermediate_size: Option<usize>,
     /// RMSNorm epsilon.
     #[config(default = 1e-5)]
     pub norm_eps: f64,
@@ -89,7 +93,10 @@ impl LlamaConfig {
     /// A preset by name: `7b`, `13b`, `70b`, `15m`, `110m` (case-insensitive, `llama2-` prefix optional).
     pub fn preset(name: &str) -> Option<Self> {
         let name = name.to_ascii_lowercase();
-        match name.trim_start_matches("llama2-").trim_start_matches("llama2_") {
+        match name
+            .trim_start_matches("llama2-")
+            .trim_start_matches("llama2_")
+        {
             "7b" => Some(Self::llama2_7b()),
             "13b" => Some(Self::llama2_13b()),
             "70b" => Some(Self::llama2_70b()),
@@ -104,9 +111,12 @@ impl LlamaConfig {
         self.dim / self.n_heads
     }
 
-    /// SwiGLU hidden size, by Meta's formula: `2/3 · 4·dim`, times the optional multiplier,
+    /// SwiGLU hidden size: `intermediate_size` if set, else by Meta's formula: `2/3 · 4·dim`, times the optional multiplier,
     /// rounded up to `multiple_of`.
     pub fn ffn_hidden_dim(&self) -> usize {
+        if let Some(size) = self.intermediate_size {
+            return size;
+        }
         let mut hidden = 2 * (4 * self.dim) / 3;
         if let Some(multiplier) = self.ffn_dim_multiplier {
             hidden = (multiplier * hidden as f64) as usize;
@@ -203,7 +213,10 @@ mod tests {
 
     #[test]
     fn presets_by_name() {
-        assert_eq!(LlamaConfig::preset("Llama2-70B"), Some(LlamaConfig::llama2_70b()));
+        assert_eq!(
+            LlamaConfig::preset("Llama2-70B"),
+            Some(LlamaConfig::llama2_70b())
+        );
         assert_eq!(LlamaConfig::preset("110m"), Some(LlamaConfig::tiny_110m()));
         assert_eq!(LlamaConfig::preset("3b"), None);
     }

@@ -44,10 +44,10 @@ impl<B: Backend> RmsNorm<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
         let x = x.cast(DType::F32);
-        let inv_rms = (x.clone().square().mean_dim(D - 1) + self.eps)
-            .sqrt()
-            .recip();
-        (x * inv_rms).cast(dtype) * self.weight.val().unsqueeze()
+        // A division rather than `recip()`: some CPU backends compute reciprocals with an
+        // approximate (12-bit) SIMD instruction.
+        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+        (x / rms).cast(dtype) * self.weight.val().unsqueeze()
     }
 }
 
@@ -55,7 +55,7 @@ impl<B: Backend> RmsNorm<B> {
 mod tests {
     use super::*;
     use crate::TestBackend;
-    use burn::tensor::{Tolerance, TensorData};
+    use burn::tensor::{TensorData, Tolerance};
 
     #[test]
     fn normalises_by_root_mean_square() {

@@ -120,7 +120,11 @@ impl<B: Backend> Llama<B> {
             self.rope.max_positions()
         );
         if let Some(cache) = cache.as_deref() {
-            assert_eq!(cache.num_layers(), self.layers.len(), "cache built for another model");
+            assert_eq!(
+                cache.num_layers(),
+                self.layers.len(),
+                "cache built for another model"
+            );
         }
         let device = tokens.device();
         let mask = (seq_len > 1).then(|| causal_mask::<B>(seq_len, start_pos, &device));

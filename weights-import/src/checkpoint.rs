@@ -1,0 +1,253 @@
+//! A checkpoint opened for reading: its configuration and a lazy loader for every parameter.
+//!
+//! Nothing is read until a parameter is asked for, and parameters are converted one at a
+//! time, so converting a checkpoint needs memory for the output plus one tensor.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use burn::module::ParamId;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Element, Shape, TensorData};
+use burn_store::{ModuleSnapshot, TensorSnapshot, TensorSnapshotError};
+use llama2::{Llama, LlamaConfig};
+
+use crate::error::{ImportError, Result};
+use crate::layout::ParamSpec;
+
+/// Produces one parameter's values in Burn's layout (`[in, out]` for linear weights).
+pub(crate) type Loader = Rc<dyn Fn() -> Result<Vec<f32>>>;
+
+/// Where a checkpoint was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// Meta's `params.json` + `consolidated.NN.pth`, with this many model-parallel shards.
+    Meta { shards: usize },
+    /// Hugging Face `config.json` + safetensors.
+    HuggingFace,
+    /// A llama2-burn record file.
+    Record,
+    /// Parameters of a model in memory.
+    Model,
+}
+
+/// A parameter and the way to read it.
+#[derive(Clone)]
+pub struct PendingParam {
+    /// What the parameter is.
+    pub spec: ParamSpec,
+    pub(crate) load: Loader,
+}
+
+/// A checkpoint: configuration plus lazily loaded parameters.
+pub struct Checkpoint {
+    /// The model's hyper-parameters.
+    pub config: LlamaConfig,
+    /// The file or directory it was read from.
+    pub source: PathBuf,
+    /// The layout it was read from.
+    pub format: SourceFormat,
+    pub(crate) params: Vec<PendingParam>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("source", &self.source)
+            .field("format", &self.format)
+            .field("config", &self.config)
+            .field("params", &self.params.len())
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Opens a Burn record file, a Meta checkpoint directory or a Hugging Face directory,
+    /// deciding by what is there.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_file() {
+            return crate::record::open_record(path);
+        }
+        if !path.exists() {
+            return Err(ImportError::MissingFile {
+                path: path.to_path_buf(),
+                what: "checkpoint file or directory",
+            });
+        }
+        if path.join("params.json").exists() {
+            crate::meta::open_meta(path)
+        } else if path.join("config.json").exists() {
+            crate::hf::open_hf(path)
+        } else if has_pth(path) {
+            // A Meta directory that lost its params.json: say what is missing.
+            crate::meta::open_meta(path)
+        } else if has_safetensors(path) {
+            crate::hf::open_hf(path)
+        } else {
+            Err(ImportError::UnknownLayout {
+                path: path.to_path_buf(),
+            })
+        }
+    }
+
+    /// The parameters, in module order.
+    pub fn params(&self) -> impl ExactSizeIterator<Item = &ParamSpec> {
+        self.params.iter().map(|p| &p.spec)
+    }
+
+    /// Reads one parameter in Burn's layout.
+    pub fn load_param(&self, name: &str) -> Result<Vec<f32>> {
+        let param = self
+            .params
+            .iter()
+            .find(|p| p.spec.name == name)
+            .ok_or_else(|| ImportError::MissingTensor {
+                path: self.source.clone(),
+                tensor: name.to_string(),
+            })?;
+        (param.load)()
+    }
+
+    /// Builds the model on `device` with these weights.
+    pub fn into_model<B: Backend>(self, device: &B::Device) -> Result<Llama<B>> {
+        self.into_model_with_progress(device, |_, _, _| {})
+    }
+
+    /// [`into_model`](Self::into_model), calling `progress(done, total, name)` as each tensor
+    /// is loaded.
+    pub fn into_model_with_progress<B: Backend>(
+        self,
+        device: &B::Device,
+        progress: impl FnMut(usize, usize, &str) + 'static,
+    ) -> Result<Llama<B>> {
+        self.config
+            .validate()
+            .map_err(|e| ImportError::Unsupported {
+                path: self.source.clone(),
+                message: e.to_string(),
+            })?;
+        let mut model = self.config.init::<B>(device);
+        let target = <B::FloatElem as Element>::dtype();
+        let failure: Rc<RefCell<Option<ImportError>>> = Rc::default();
+        let total = self.params.len();
+        let counter = Rc::new(RefCell::new(0usize));
+        let progress: Rc<RefCell<dyn FnMut(usize, usize, &str)>> = Rc::new(RefCell::new(progress));
+        let snapshots = self
+            .params
+            .iter()
+            .map(|param| {
+                let load = param.load.clone();
+                let failure = failure.clone();
+                let shape = param.spec.burn_shape();
+                let name = param.spec.name.clone();
+                let counter = counter.clone();
+                let progress = progress.clone();
+                let data_shape = shape.clone();
+                let data_fn = Rc::new(move || -> Result<TensorData, TensorSnapshotError> {
+                    let values = load().map_err(|e| {
+                        let message = e.to_string();
+                        failure.borrow_mut().get_or_insert(e);
+                        TensorSnapshotError::DataError(message)
+                    })?;
+                    *counter.borrow_mut() += 1;
+                    (progress.borrow_mut())(*counter.borrow(), total, &name);
+                    Ok(TensorData::new(values, data_shape.clone()).convert_dtype(target))
+                });
+                TensorSnapshot::from_closure(
+                    data_fn,
+                    target,
+                    Shape::from(shape),
+                    param.spec.name.split('.').map(str::to_string).collect(),
+                    Vec::new(),
+                    ParamId::new(),
+                )
+            })
+            .collect();
+        let result = model.apply(snapshots, None, None, false);
+        if let Some(error) = failure.borrow_mut().take() {
+            return Err(error);
+        }
+        if let Some(error) = result.errors.first() {
+            return Err(ImportError::TensorData {
+                path: self.source.clone(),
+                tensor: String::new(),
+                message: error.to_string(),
+            });
+        }
+        if let Some(missing) = result.missing.first() {
+            return Err(ImportError::MissingTensor {
+                path: self.source.clone(),
+                tensor: missing.0.clone(),
+            });
+        }
+        if let Some(unused) = result.unused.first() {
+            return Err(ImportError::UnknownTensor {
+                path: self.source.clone(),
+                tensor: unused.clone(),
+            });
+        }
+        Ok(model)
+    }
+
+    /// The parameters of a model, for saving or exporting it.
+    pub fn from_model<B: Backend>(model: &Llama<B>) -> Self {
+        let config = model.config.clone();
+        let snapshots: std::collections::HashMap<String, TensorSnapshot> = model
+            .collect(None, None, false)
+            .into_iter()
+            .map(|s| (s.full_path(), s))
+            .collect();
+        let params = crate::layout::param_specs(&config)
+            .into_iter()
+            .map(|spec| {
+                let snapshot = snapshots.get(&spec.name).cloned();
+                let name = spec.name.clone();
+                let load: Loader = Rc::new(move || {
+                    let snapshot = snapshot
+                        .as_ref()
+                        .ok_or_else(|| ImportError::MissingTensor {
+                            path: PathBuf::from("<model>"),
+                            tensor: name.clone(),
+                        })?;
+                    let data = snapshot.to_data().map_err(|e| ImportError::TensorData {
+                        path: PathBuf::from("<model>"),
+                        tensor: name.clone(),
+                        message: format!("{e:?}"),
+                    })?;
+                    crate::dtype::data_to_f32(&data).ok_or_else(|| ImportError::UnsupportedDtype {
+                        path: PathBuf::from("<model>"),
+                        tensor: name.clone(),
+                        dtype: format!("{:?}", data.dtype),
+                    })
+                });
+                PendingParam { spec, load }
+            })
+            .collect();
+        Self {
+            config,
+            source: PathBuf::from("<model>"),
+            format: SourceFormat::Model,
+            params,
+        }
+    }
+}
+
+fn has_ext(dir: &Path, ext: &str) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == ext))
+        })
+        .unwrap_or(false)
+}
+
+fn has_pth(dir: &Path) -> bool {
+    has_ext(dir, "pth")
+}
+
+fn has_safetensors(dir: &Path) -> bool {
+    has_ext(dir, "safetensors")
+}

@@ -1,0 +1,83 @@
+//! Import and export errors. Every variant names the file and, where there is one, the tensor.
+
+use std::path::PathBuf;
+
+/// Why a checkpoint could not be read, converted or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required file is absent.
+    #[error("{path}: missing ({what})")]
+    MissingFile { path: PathBuf, what: &'static str },
+    /// The path is neither a Burn record, a Meta checkpoint directory nor a Hugging Face one.
+    #[error(
+        "{path}: not a Burn record, a Meta checkpoint (params.json) or a Hugging Face checkpoint (config.json)"
+    )]
+    UnknownLayout { path: PathBuf },
+    /// A JSON configuration is malformed or lacks a field.
+    #[error("{path}: invalid JSON configuration: {message}")]
+    Config { path: PathBuf, message: String },
+    /// The configuration describes a model this crate cannot build.
+    #[error("{path}: {message}")]
+    Unsupported { path: PathBuf, message: String },
+    /// Model-parallel shards are missing, unexpected or do not fit the model.
+    #[error("{path}: {message}")]
+    Shards { path: PathBuf, message: String },
+    /// A `.pth` file is not a readable PyTorch zip/pickle archive.
+    #[error("{path}: not a readable PyTorch checkpoint: {message}")]
+    Pytorch { path: PathBuf, message: String },
+    /// A safetensors file or index is malformed.
+    #[error("{path}: not a readable safetensors file: {message}")]
+    Safetensors { path: PathBuf, message: String },
+    /// A Burn record file is malformed.
+    #[error("{path}: not a readable llama2-burn record: {message}")]
+    Record { path: PathBuf, message: String },
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("{path}: missing tensor `{tensor}`")]
+    MissingTensor { path: PathBuf, tensor: String },
+    /// The checkpoint holds a tensor the model does not have.
+    #[error("{path}: unexpected tensor `{tensor}`")]
+    UnknownTensor { path: PathBuf, tensor: String },
+    /// A tensor has the wrong shape.
+    #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a type that is not a floating-point weight type.
+    #[error(
+        "{path}: tensor `{tensor}` has unsupported dtype {dtype} (expected f32, f16, bf16 or f64)"
+    )]
+    UnsupportedDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
+    /// Reading a tensor's bytes failed.
+    #[error("{path}: cannot read tensor `{tensor}`: {message}")]
+    TensorData {
+        path: PathBuf,
+        tensor: String,
+        message: String,
+    },
+}
+
+impl ImportError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result of this crate's operations.
+pub type Result<T, E = ImportError> = std::result::Result<T, E>;

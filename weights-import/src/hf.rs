@@ -1,0 +1,355 @@
+//! Hugging Face's layout: `config.json` and `model.safetensors` (or shards listed in
+//! `model.safetensors.index.json`), with the query/key rows permuted for "rotate-half" RoPE.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use llama2::LlamaConfig;
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, Loader, PendingParam, SourceFormat};
+use crate::dtype::decode_le;
+use crate::error::{ImportError, Result};
+use crate::layout::{HfPermute, ParamSpec, param_specs, transpose, unpermute_hf};
+
+/// transformers 5's `rope_parameters`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct RopeParameters {
+    /// Rotary base.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Only `"default"` is Llama 2's.
+    #[serde(default)]
+    pub rope_type: Option<String>,
+}
+
+/// The fields of a `LlamaForCausalLM` `config.json` that define the model, in both the
+/// classic key set (`rope_theta`, `torch_dtype`) and transformers 5's (`rope_parameters`,
+/// `dtype`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HfConfig {
+    /// Must be `"llama"` when present.
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Number of blocks.
+    pub num_hidden_layers: usize,
+    /// Number of query heads.
+    pub num_attention_heads: usize,
+    /// Number of key/value heads (defaults to the query heads).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// SwiGLU hidden size.
+    pub intermediate_size: usize,
+    /// RMSNorm epsilon.
+    #[serde(default)]
+    pub rms_norm_eps: Option<f64>,
+    /// Rotary base (classic key).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Rotary parameters (transformers 5).
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
+    /// Rotary scaling; Llama 2 has none.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Context length.
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
+    /// Whether the output head reuses the embedding.
+    #[serde(default)]
+    pub tie_word_embeddings: Option<bool>,
+    /// Head size, when given explicitly.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Attention projection biases; Llama 2 has none.
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    /// FFN biases; Llama 2 has none.
+    #[serde(default)]
+    pub mlp_bias: Option<bool>,
+    /// Activation; Llama 2 uses `silu`.
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+}
+
+impl HfConfig {
+    /// Reads and parses `config.json`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ImportError::MissingFile {
+                path: path.to_path_buf(),
+                what: "Hugging Face model configuration",
+            },
+            _ => ImportError::io(path, e),
+        })?;
+        serde_json::from_str(&text).map_err(|e| ImportError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The model configuration; an error names what Llama 2 does not support.
+    pub fn to_config(&self) -> std::result::Result<LlamaConfig, String> {
+        if let Some(kind) = &self.model_type
+            && kind != "llama"
+        {
+            return Err(format!("model_type `{kind}` is not `llama`"));
+        }
+        if self.attention_bias == Some(true) || self.mlp_bias == Some(true) {
+            return Err("attention_bias / mlp_bias: Llama 2 has no biases".into());
+        }
+        if let Some(act) = &self.hidden_act
+            && act != "silu"
+        {
+            return Err(format!("hidden_act `{act}`: Llama 2 uses silu"));
+        }
+        if let Some(scaling) = &self.rope_scaling
+            && !scaling.is_null()
+        {
+            return Err(format!("rope_scaling {scaling}: Llama 2 uses plain RoPE"));
+        }
+        let rope = self.rope_parameters.as_ref();
+        if let Some(kind) = rope.and_then(|r| r.rope_type.as_deref())
+            && kind != "default"
+        {
+            return Err(format!("rope_type `{kind}`: Llama 2 uses plain RoPE"));
+        }
+        if let Some(head_dim) = self.head_dim
+            && head_dim * self.num_attention_heads != self.hidden_size
+        {
+            return Err(format!(
+                "head_dim {head_dim} × {} heads differs from hidden_size {}",
+                self.num_attention_heads, self.hidden_size
+            ));
+        }
+        let mut config = LlamaConfig::new(
+            self.hidden_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.num_key_value_heads.unwrap_or(self.num_attention_heads),
+            self.vocab_size,
+        );
+        if config.ffn_hidden_dim() != self.intermediate_size {
+            config = config.with_intermediate_size(Some(self.intermediate_size));
+        }
+        if let Some(eps) = self.rms_norm_eps {
+            config = config.with_norm_eps(eps);
+        }
+        if let Some(theta) = rope.and_then(|r| r.rope_theta).or(self.rope_theta) {
+            config = config.with_rope_theta(theta);
+        }
+        if let Some(max) = self.max_position_embeddings {
+            config = config.with_max_seq_len(max);
+        }
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// The `config.json` of a `LlamaForCausalLM` with this configuration.
+    pub fn json_for(config: &LlamaConfig, dtype: &str) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": config.dim,
+            "num_hidden_layers": config.n_layers,
+            "num_attention_heads": config.n_heads,
+            "num_key_value_heads": config.n_kv_heads,
+            "head_dim": config.head_dim(),
+            "vocab_size": config.vocab_size,
+            "intermediate_size": config.ffn_hidden_dim(),
+            "rms_norm_eps": config.norm_eps,
+            "rope_theta": config.rope_theta,
+            "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+            "rope_scaling": null,
+            "max_position_embeddings": config.max_seq_len,
+            "hidden_act": "silu",
+            "attention_bias": false,
+            "mlp_bias": false,
+            "tie_word_embeddings": false,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "torch_dtype": dtype,
+            "dtype": dtype,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct SafetensorsIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// One tensor in a memory-mapped safetensors file.
+#[derive(Clone)]
+struct StoredTensor {
+    file: PathBuf,
+    map: Rc<Mmap>,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    range: std::ops::Range<usize>,
+}
+
+fn map_file(path: &Path) -> Result<(Rc<Mmap>, Vec<(String, StoredTensor)>)> {
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ImportError::MissingFile {
+            path: path.to_path_buf(),
+            what: "safetensors shard",
+        },
+        _ => ImportError::io(path, e),
+    })?;
+    // SAFETY: the file is opened read-only and only read; the loader reports a modified or
+    // truncated file through safetensors' bounds checks made at open time.
+    let map = Rc::new(unsafe { Mmap::map(&file) }.map_err(|e| ImportError::io(path, e))?);
+    let parsed = SafeTensors::deserialize(&map).map_err(|e| ImportError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let base = map.as_ptr() as usize;
+    let tensors = parsed
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let start = view.data().as_ptr() as usize - base;
+            let stored = StoredTensor {
+                file: path.to_path_buf(),
+                map: map.clone(),
+                dtype: view.dtype(),
+                shape: view.shape().to_vec(),
+                range: start..start + view.data().len(),
+            };
+            (name, stored)
+        })
+        .collect();
+    Ok((map, tensors))
+}
+
+/// Safetensors files of a directory: the index's shards, or `model.safetensors`.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index_path = dir.join("model.safetensors.index.json");
+    if index_path.exists() {
+        let text =
+            std::fs::read_to_string(&index_path).map_err(|e| ImportError::io(&index_path, e))?;
+        let index: SafetensorsIndex =
+            serde_json::from_str(&text).map_err(|e| ImportError::Safetensors {
+                path: index_path.clone(),
+                message: e.to_string(),
+            })?;
+        let mut files: Vec<String> = index.weight_map.into_values().collect();
+        files.sort();
+        files.dedup();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    Err(ImportError::MissingFile {
+        path: single,
+        what: "model.safetensors or model.safetensors.index.json",
+    })
+}
+
+/// Opens a Hugging Face checkpoint directory.
+pub fn open_hf(dir: &Path) -> Result<Checkpoint> {
+    let config_path = dir.join("config.json");
+    let hf = HfConfig::read(&config_path)?;
+    let config = hf.to_config().map_err(|message| ImportError::Unsupported {
+        path: config_path.clone(),
+        message,
+    })?;
+
+    let mut stored: HashMap<String, StoredTensor> = HashMap::new();
+    for file in safetensors_files(dir)? {
+        let (_, tensors) = map_file(&file)?;
+        stored.extend(tensors);
+    }
+
+    let specs = param_specs(&config);
+    let by_hf: HashMap<&str, &ParamSpec> = specs.iter().map(|s| (s.hf_name.as_str(), s)).collect();
+    let mut names: Vec<&String> = stored.keys().collect();
+    names.sort();
+    for name in names {
+        if !by_hf.contains_key(name.as_str()) && !name.ends_with("rotary_emb.inv_freq") {
+            return Err(ImportError::UnknownTensor {
+                path: stored[name].file.clone(),
+                tensor: name.clone(),
+            });
+        }
+    }
+
+    let tied = hf.tie_word_embeddings == Some(true);
+    let mut params = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let name = if tied && spec.name == "output.weight" && !stored.contains_key(&spec.hf_name) {
+            "model.embed_tokens.weight"
+        } else {
+            spec.hf_name.as_str()
+        };
+        let tensor = stored.get(name).ok_or_else(|| ImportError::MissingTensor {
+            path: dir.to_path_buf(),
+            tensor: name.to_string(),
+        })?;
+        if !matches!(
+            tensor.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        ) {
+            return Err(ImportError::UnsupportedDtype {
+                path: tensor.file.clone(),
+                tensor: name.to_string(),
+                dtype: format!("{:?}", tensor.dtype),
+            });
+        }
+        if tensor.shape != spec.shape {
+            return Err(ImportError::ShapeMismatch {
+                path: tensor.file.clone(),
+                tensor: name.to_string(),
+                expected: spec.shape.clone(),
+                found: tensor.shape.clone(),
+            });
+        }
+        params.push(PendingParam {
+            spec: spec.clone(),
+            load: hf_loader(spec.clone(), name.to_string(), tensor.clone()),
+        });
+    }
+    Ok(Checkpoint {
+        config,
+        source: dir.to_path_buf(),
+        format: SourceFormat::HuggingFace,
+        params,
+    })
+}
+
+fn hf_loader(spec: ParamSpec, name: String, tensor: StoredTensor) -> Loader {
+    Rc::new(move || {
+        let dtype = match tensor.dtype {
+            Dtype::F32 => burn::tensor::DType::F32,
+            Dtype::F16 => burn::tensor::DType::F16,
+            Dtype::BF16 => burn::tensor::DType::BF16,
+            _ => burn::tensor::DType::F64,
+        };
+        let values = decode_le(dtype, &tensor.map[tensor.range.clone()]).ok_or_else(|| {
+            ImportError::UnsupportedDtype {
+                path: tensor.file.clone(),
+                tensor: name.clone(),
+                dtype: format!("{:?}", tensor.dtype),
+            }
+        })?;
+        let values = match spec.hf_permute {
+            HfPermute::Heads(heads) => unpermute_hf(&values, spec.shape[0], spec.shape[1], heads),
+            HfPermute::None => values,
+        };
+        Ok(if spec.linear {
+            transpose(&values, spec.shape[0], spec.shape[1])
+        } else {
+            values
+        })
+    })
+}

@@ -1,0 +1,281 @@
+//! Meta's release layout: `params.json` and `consolidated.NN.pth` model-parallel shards
+//! (bf16, PyTorch zip/pickle), read with burn-store's PyTorch reader.
+//!
+//! The pickle is parsed, never executed: anything other than tensors rebuilt through
+//! torch's `_rebuild_tensor_v2` and plain containers is rejected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use burn_store::TensorSnapshot;
+use burn_store::pytorch::PytorchReader;
+use llama2::LlamaConfig;
+use serde::Deserialize;
+
+use crate::checkpoint::{Checkpoint, Loader, PendingParam, SourceFormat};
+use crate::dtype::{data_to_f32, is_float};
+use crate::error::{ImportError, Result};
+use crate::layout::{ParamSpec, ShardSplit, concat_2d, param_specs, transpose};
+
+/// Meta's `params.json` (`ModelArgs`). Absent optional fields take Meta's defaults.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct MetaParams {
+    /// Model width.
+    pub dim: usize,
+    /// Number of blocks.
+    pub n_layers: usize,
+    /// Number of query heads.
+    pub n_heads: usize,
+    /// Number of key/value heads (defaults to `n_heads`).
+    #[serde(default)]
+    pub n_kv_heads: Option<usize>,
+    /// Vocabulary size; `-1` (as released) means "from the embedding".
+    #[serde(default)]
+    pub vocab_size: Option<i64>,
+    /// FFN rounding multiple (default 256).
+    #[serde(default)]
+    pub multiple_of: Option<usize>,
+    /// FFN multiplier (70B: 1.3).
+    #[serde(default)]
+    pub ffn_dim_multiplier: Option<f64>,
+    /// RMSNorm epsilon (default 1e-5).
+    #[serde(default)]
+    pub norm_eps: Option<f64>,
+    /// Rotary base (default 10000).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Llama 3.1's frequency scaling, which Llama 2 does not have.
+    #[serde(default)]
+    pub use_scaled_rope: Option<bool>,
+}
+
+impl MetaParams {
+    /// Reads and parses `params.json`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ImportError::MissingFile {
+                path: path.to_path_buf(),
+                what: "Meta model parameters",
+            },
+            _ => ImportError::io(path, e),
+        })?;
+        serde_json::from_str(&text).map_err(|e| ImportError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The model configuration, with the vocabulary size taken from the embedding when the
+    /// file leaves it at `-1`.
+    pub fn to_config(&self, embedding_rows: Option<usize>) -> Option<LlamaConfig> {
+        let vocab = match self.vocab_size {
+            Some(v) if v > 0 => v as usize,
+            _ => embedding_rows?,
+        };
+        let mut config = LlamaConfig::new(
+            self.dim,
+            self.n_layers,
+            self.n_heads,
+            self.n_kv_heads.unwrap_or(self.n_heads),
+            vocab,
+        )
+        .with_ffn_dim_multiplier(self.ffn_dim_multiplier);
+        if let Some(m) = self.multiple_of {
+            config = config.with_multiple_of(m);
+        }
+        if let Some(eps) = self.norm_eps {
+            config = config.with_norm_eps(eps);
+        }
+        if let Some(theta) = self.rope_theta {
+            config = config.with_rope_theta(theta);
+        }
+        Some(config)
+    }
+}
+
+/// `consolidated.NN.pth` files of `dir`, checked to be numbered `00 .. n-1`.
+fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ImportError::io(dir, e))?;
+    let mut numbered = BTreeMap::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ImportError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(index) = name
+            .strip_prefix("consolidated.")
+            .and_then(|rest| rest.strip_suffix(".pth"))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            numbered.insert(index, entry.path());
+        }
+    }
+    if numbered.is_empty() {
+        return Err(ImportError::MissingFile {
+            path: dir.join("consolidated.00.pth"),
+            what: "no consolidated.*.pth checkpoint shard",
+        });
+    }
+    let count = numbered.keys().next_back().map_or(0, |last| last + 1);
+    if let Some(missing) = (0..count).find(|i| !numbered.contains_key(i)) {
+        return Err(ImportError::MissingFile {
+            path: dir.join(format!("consolidated.{missing:02}.pth")),
+            what: "model-parallel shard (the numbering has a gap)",
+        });
+    }
+    Ok(numbered.into_values().collect())
+}
+
+/// Opens a Meta checkpoint directory.
+pub fn open_meta(dir: &Path) -> Result<Checkpoint> {
+    let params_path = dir.join("params.json");
+    let params = MetaParams::read(&params_path)?;
+    if params.use_scaled_rope == Some(true) {
+        return Err(ImportError::Unsupported {
+            path: params_path,
+            message: "use_scaled_rope (Llama 3.1 frequency scaling) is not part of Llama 2".into(),
+        });
+    }
+    let files = shard_files(dir)?;
+    let mut shards = Vec::with_capacity(files.len());
+    for file in &files {
+        let reader = PytorchReader::new(file).map_err(|e| ImportError::Pytorch {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+        shards.push(reader.into_tensors());
+    }
+
+    let embedding_rows = shards[0].get("tok_embeddings.weight").map(|t| t.shape[0]);
+    let config = params
+        .to_config(embedding_rows)
+        .ok_or_else(|| ImportError::MissingTensor {
+            path: files[0].clone(),
+            tensor: "tok_embeddings.weight".into(),
+        })?;
+    config.validate().map_err(|e| ImportError::Unsupported {
+        path: params_path.clone(),
+        message: e.to_string(),
+    })?;
+    check_shard_count(dir, &config, files.len())?;
+
+    let specs = param_specs(&config);
+    let known: HashMap<&str, ()> = specs.iter().map(|s| (s.name.as_str(), ())).collect();
+    for (file, tensors) in files.iter().zip(&shards) {
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            if name != "rope.freqs" && !known.contains_key(name.as_str()) {
+                return Err(ImportError::UnknownTensor {
+                    path: file.clone(),
+                    tensor: name.clone(),
+                });
+            }
+        }
+    }
+
+    let mut params = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut parts = Vec::with_capacity(files.len());
+        for (file, tensors) in files.iter().zip(&shards) {
+            let snapshot = tensors
+                .get(&spec.name)
+                .ok_or_else(|| ImportError::MissingTensor {
+                    path: file.clone(),
+                    tensor: spec.name.clone(),
+                })?;
+            check_snapshot(file, &spec, snapshot, files.len())?;
+            parts.push((file.clone(), snapshot.clone()));
+        }
+        let load = shard_loader(&spec, parts);
+        params.push(PendingParam { spec, load });
+    }
+    Ok(Checkpoint {
+        config,
+        source: dir.to_path_buf(),
+        format: SourceFormat::Meta {
+            shards: files.len(),
+        },
+        params,
+    })
+}
+
+fn check_shard_count(dir: &Path, config: &LlamaConfig, shards: usize) -> Result<()> {
+    let sizes = [
+        ("n_heads", config.n_heads),
+        ("n_kv_heads", config.n_kv_heads),
+        ("dim", config.dim),
+        ("vocab_size", config.vocab_size),
+        ("FFN hidden size", config.ffn_hidden_dim()),
+    ];
+    for (what, size) in sizes {
+        if !size.is_multiple_of(shards) {
+            return Err(ImportError::Shards {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "{shards} model-parallel shards (consolidated.00.pth … consolidated.{:02}.pth) cannot split {what} = {size}",
+                    shards - 1
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_snapshot(
+    file: &Path,
+    spec: &ParamSpec,
+    snapshot: &TensorSnapshot,
+    shards: usize,
+) -> Result<()> {
+    if !is_float(snapshot.dtype) {
+        return Err(ImportError::UnsupportedDtype {
+            path: file.to_path_buf(),
+            tensor: spec.name.clone(),
+            dtype: format!("{:?}", snapshot.dtype),
+        });
+    }
+    let expected = spec.shard_shape(shards);
+    if snapshot.shape.as_slice() != expected.as_slice() {
+        return Err(ImportError::ShapeMismatch {
+            path: file.to_path_buf(),
+            tensor: spec.name.clone(),
+            expected,
+            found: snapshot.shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a tensor from every shard, merges the shards the way fairscale split them, and
+/// transposes linear weights to Burn's layout.
+fn shard_loader(spec: &ParamSpec, parts: Vec<(PathBuf, TensorSnapshot)>) -> Loader {
+    let spec = spec.clone();
+    Rc::new(move || {
+        let read = |(file, snapshot): &(PathBuf, TensorSnapshot)| -> Result<Vec<f32>> {
+            let data = snapshot.to_data().map_err(|e| ImportError::TensorData {
+                path: file.clone(),
+                tensor: spec.name.clone(),
+                message: format!("{e:?}"),
+            })?;
+            data_to_f32(&data).ok_or_else(|| ImportError::UnsupportedDtype {
+                path: file.clone(),
+                tensor: spec.name.clone(),
+                dtype: format!("{:?}", data.dtype),
+            })
+        };
+        let values = match spec.split {
+            ShardSplit::Replicated => read(&parts[0])?,
+            split => {
+                let pieces = parts.iter().map(read).collect::<Result<Vec<_>>>()?;
+                let shard = spec.shard_shape(parts.len());
+                let dim = if split == ShardSplit::Rows { 0 } else { 1 };
+                concat_2d(&pieces, shard[0], shard[1], dim)
+            }
+        };
+        Ok(if spec.linear {
+            transpose(&values, spec.shape[0], spec.shape[1])
+        } else {
+            values
+        })
+    })
+}

@@ -1,0 +1,207 @@
+//! llama2-burn record files: Burn's burnpack format (burn-store) holding every parameter in
+//! Burn's layout and the model configuration as JSON metadata (`llama2.config`), so that a
+//! record alone rebuilds the model.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::rc::Rc;
+
+use burn::module::ParamId;
+use burn::tensor::Shape;
+use burn_store::{BurnpackStore, BurnpackWriter, ModuleStore, TensorSnapshot, TensorSnapshotError};
+use llama2::LlamaConfig;
+use serde::Deserialize;
+
+use crate::checkpoint::{Checkpoint, Loader, PendingParam, SourceFormat};
+use crate::dtype::{StorageDtype, data_to_f32, is_float};
+use crate::error::{ImportError, Result};
+use crate::layout::param_specs;
+
+/// Metadata key holding the model configuration.
+pub const CONFIG_KEY: &str = "llama2.config";
+
+fn record_error(path: &Path, message: impl Into<String>) -> ImportError {
+    ImportError::Record {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// The burnpack header: magic "BURN" (u32 LE), format version (u16 LE), metadata size (u32 LE).
+const MAGIC: u32 = 0x4255_524E;
+const HEADER_SIZE: usize = 10;
+const MAX_METADATA_SIZE: usize = 100 * 1024 * 1024;
+
+/// The part of burnpack's CBOR metadata block read here.
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads the key/value metadata of a burnpack file.
+fn read_metadata(path: &Path) -> Result<Metadata> {
+    let mut file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
+    let mut header = [0u8; HEADER_SIZE];
+    file.read_exact(&mut header)
+        .map_err(|_| record_error(path, "file is shorter than a burnpack header"))?;
+    if u32::from_le_bytes([header[0], header[1], header[2], header[3]]) != MAGIC {
+        return Err(record_error(path, "bad magic number: not a burnpack file"));
+    }
+    let size = u32::from_le_bytes([header[6], header[7], header[8], header[9]]) as usize;
+    if size > MAX_METADATA_SIZE {
+        return Err(record_error(path, "metadata block is too large"));
+    }
+    let mut metadata = vec![0u8; size];
+    file.read_exact(&mut metadata)
+        .map_err(|_| record_error(path, "file ends inside the metadata block"))?;
+    ciborium::de::from_reader(metadata.as_slice()).map_err(|e| record_error(path, e.to_string()))
+}
+
+/// Opens a record written by [`Checkpoint::save_record`].
+pub fn open_record(path: &Path) -> Result<Checkpoint> {
+    let metadata = read_metadata(path)?;
+    let config_json = metadata.metadata.get(CONFIG_KEY).ok_or_else(|| {
+        record_error(
+            path,
+            format!("no `{CONFIG_KEY}` metadata: not a llama2-burn record"),
+        )
+    })?;
+    let config: LlamaConfig = serde_json::from_str(config_json)
+        .map_err(|e| record_error(path, format!("`{CONFIG_KEY}`: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| record_error(path, e.to_string()))?;
+    let mut store = BurnpackStore::from_file(path);
+    let snapshots: HashMap<String, TensorSnapshot> = store
+        .get_all_snapshots()
+        .map_err(|e| record_error(path, e.to_string()))?
+        .iter()
+        .map(|(name, s)| (name.clone(), s.clone()))
+        .collect();
+
+    let specs = param_specs(&config);
+    if let Some(unknown) = snapshots
+        .keys()
+        .filter(|k| !specs.iter().any(|s| &s.name == *k))
+        .min()
+    {
+        return Err(ImportError::UnknownTensor {
+            path: path.to_path_buf(),
+            tensor: unknown.clone(),
+        });
+    }
+    let mut params = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let snapshot =
+            snapshots
+                .get(&spec.name)
+                .cloned()
+                .ok_or_else(|| ImportError::MissingTensor {
+                    path: path.to_path_buf(),
+                    tensor: spec.name.clone(),
+                })?;
+        if !is_float(snapshot.dtype) {
+            return Err(ImportError::UnsupportedDtype {
+                path: path.to_path_buf(),
+                tensor: spec.name.clone(),
+                dtype: format!("{:?}", snapshot.dtype),
+            });
+        }
+        if snapshot.shape.as_slice() != spec.burn_shape().as_slice() {
+            return Err(ImportError::ShapeMismatch {
+                path: path.to_path_buf(),
+                tensor: spec.name.clone(),
+                expected: spec.burn_shape(),
+                found: snapshot.shape.to_vec(),
+            });
+        }
+        let file = path.to_path_buf();
+        let name = spec.name.clone();
+        let load: Loader = Rc::new(move || {
+            let data = snapshot.to_data().map_err(|e| ImportError::TensorData {
+                path: file.clone(),
+                tensor: name.clone(),
+                message: format!("{e:?}"),
+            })?;
+            data_to_f32(&data).ok_or_else(|| ImportError::UnsupportedDtype {
+                path: file.clone(),
+                tensor: name.clone(),
+                dtype: format!("{:?}", data.dtype),
+            })
+        });
+        params.push(PendingParam { spec, load });
+    }
+    Ok(Checkpoint {
+        config,
+        source: path.to_path_buf(),
+        format: SourceFormat::Record,
+        params,
+    })
+}
+
+impl Checkpoint {
+    /// Writes a record file in `dtype`, one tensor at a time. The file appears only once
+    /// complete.
+    pub fn save_record(&self, path: impl AsRef<Path>, dtype: StorageDtype) -> Result<()> {
+        self.save_record_with_progress(path, dtype, |_, _, _| {})
+    }
+
+    /// [`save_record`](Self::save_record), calling `progress(done, total, name)` as each
+    /// tensor is written.
+    pub fn save_record_with_progress(
+        &self,
+        path: impl AsRef<Path>,
+        dtype: StorageDtype,
+        progress: impl FnMut(usize, usize, &str) + 'static,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let failure: Rc<RefCell<Option<ImportError>>> = Rc::default();
+        let progress: Rc<RefCell<dyn FnMut(usize, usize, &str)>> = Rc::new(RefCell::new(progress));
+        let total = self.params.len();
+        let snapshots = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(index, param)| {
+                let load = param.load.clone();
+                let failure = failure.clone();
+                let progress = progress.clone();
+                let shape = param.spec.burn_shape();
+                let name = param.spec.name.clone();
+                let data_shape = shape.clone();
+                let data_fn = Rc::new(move || {
+                    let values = load().map_err(|e| {
+                        let message = e.to_string();
+                        failure.borrow_mut().get_or_insert(e);
+                        TensorSnapshotError::DataError(message)
+                    })?;
+                    (progress.borrow_mut())(index + 1, total, &name);
+                    Ok(dtype.encode(values, data_shape.clone()))
+                });
+                TensorSnapshot::from_closure(
+                    data_fn,
+                    dtype.dtype(),
+                    Shape::from(shape),
+                    param.spec.name.split('.').map(str::to_string).collect(),
+                    Vec::new(),
+                    ParamId::new(),
+                )
+            })
+            .collect();
+        let config = serde_json::to_string(&self.config).expect("configs serialise");
+        let writer = BurnpackWriter::new(snapshots)
+            .with_metadata(CONFIG_KEY, &config)
+            .with_metadata("llama2.dtype", &dtype.to_string());
+        crate::atomic::write_file(path, |tmp| {
+            writer.write_to_file(tmp).map_err(|e| {
+                failure
+                    .borrow_mut()
+                    .take()
+                    .unwrap_or_else(|| record_error(path, e.to_string()))
+            })
+        })
+    }
+}
