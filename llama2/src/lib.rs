@@ -5,18 +5,23 @@
 //! | [`config`] | Table 1 | [`LlamaConfig`] and the 7B / 13B / 70B presets |
 //! | [`model`] | §2.2 "Training Details" | RMSNorm, RoPE, grouped-query attention, SwiGLU, the transformer |
 //! | [`cache`] | — | the key/value cache for incremental decoding |
+//! | [`tokenizer`] | §2.1 | Meta's SentencePiece BPE tokenizer, exact to the `sentencepiece` package |
+//! | [`chat`] | §3.1 | the Llama 2-Chat dialog format (`[INST]`, `<<SYS>>`) |
 //!
 //! The model computes what Meta's reference `model.py` computes: the same parameter names,
 //! the same interleaved-pair rotary convention and the same head grouping, so a checkpoint
 //! maps onto it one tensor to one tensor.
 
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod model;
+pub mod tokenizer;
 
 pub use cache::KvCache;
 pub use config::{ConfigError, LlamaConfig};
 pub use model::Llama;
+pub use tokenizer::Tokenizer;
 
 #[cfg(test)]
 pub(crate) type TestBackend = burn::backend::NdArray<f32, i64>;
