@@ -41,13 +41,15 @@ pub(crate) struct SpecialIds {
 /// Encoding runs through a [`tokenizers::Tokenizer`] pipeline (available via
 /// [`Tokenizer::hf`] and savable with [`Tokenizer::save_hf_json`]).
 ///
-/// ```no_run
+/// ```
 /// use llama2::tokenizer::Tokenizer;
 ///
-/// let tok = Tokenizer::from_file("tokenizer.model")?;
+/// # let path = "../tests/data/llama2-tokenizer/tokenizer.model";
+/// let tok = Tokenizer::from_file(path)?; // Meta's tokenizer.model
 /// let ids = tok.encode("Hello world!", true, false)?;
 /// assert_eq!(ids, [1, 15043, 3186, 29991]);
 /// assert_eq!(tok.decode(&ids)?, "Hello world!");
+/// # Ok::<(), llama2::tokenizer::TokenizerError>(())
 /// ```
 #[derive(Clone)]
 pub struct Tokenizer {

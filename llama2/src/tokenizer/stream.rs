@@ -14,10 +14,11 @@ use super::error::{Result, TokenizerError};
 /// [`Tokenizer::decode`] of the whole id sequence, including the removal of
 /// the leading dummy-prefix space and one U+FFFD per invalid byte.
 ///
-/// ```no_run
+/// ```
 /// use llama2::tokenizer::Tokenizer;
 ///
-/// let tok = Tokenizer::from_file("tokenizer.model")?;
+/// # let path = "../tests/data/llama2-tokenizer/tokenizer.model";
+/// let tok = Tokenizer::from_file(path)?; // Meta's tokenizer.model
 /// let mut stream = tok.stream_decoder();
 /// let mut text = String::new();
 /// for id in tok.encode("Hello world!", true, false)? {
@@ -25,6 +26,7 @@ use super::error::{Result, TokenizerError};
 /// }
 /// text += &stream.finish()?;
 /// assert_eq!(text, "Hello world!");
+/// # Ok::<(), llama2::tokenizer::TokenizerError>(())
 /// ```
 #[derive(Debug)]
 pub struct StreamDecoder<'a> {
