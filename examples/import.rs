@@ -16,7 +16,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use llama2_burn::import::{Checkpoint, StorageDtype};
 
 #[derive(Parser, Debug)]
-#[command(about = "Import Llama 2 weights into a llama2-burn record, or export one to Hugging Face safetensors")]
+#[command(
+    about = "Import Llama 2 weights into a llama2-burn record, or export one to Hugging Face safetensors"
+)]
 #[command(group(ArgGroup::new("source").required(true).args(["meta", "hf", "record"])))]
 struct Args {
     /// Meta checkpoint directory (params.json + consolidated.NN.pth).
@@ -51,11 +53,15 @@ fn bar(total: usize, what: &str) -> ProgressBar {
 }
 
 fn run(args: Args) -> Result<(), llama2_burn::import::ImportError> {
-    let source = args.meta.or(args.hf).or(args.record).expect("clap requires a source");
+    let source = args
+        .meta
+        .or(args.hf)
+        .or(args.record)
+        .expect("clap requires a source");
     let checkpoint = Checkpoint::open(&source)?;
     let config = &checkpoint.config;
     eprintln!(
-        "{}: {:?}, {} layers, dim {}, {} heads ({} kv), vocab {}, {:.2}B parameters",
+        "{}: {:?}, {} layers, dim {}, {} heads ({} kv), vocab {}, {:.1}M parameters",
         source.display(),
         checkpoint.format,
         config.n_layers,
@@ -63,7 +69,7 @@ fn run(args: Args) -> Result<(), llama2_burn::import::ImportError> {
         config.n_heads,
         config.n_kv_heads,
         config.vocab_size,
-        config.num_params() as f64 / 1e9
+        config.num_params() as f64 / 1e6
     );
     let total = checkpoint.params().len();
     if let Some(out) = &args.out {
@@ -76,12 +82,18 @@ fn run(args: Args) -> Result<(), llama2_burn::import::ImportError> {
         progress.finish_with_message(format!("{} ({})", out.display(), args.dtype));
     }
     if let Some(dir) = &args.export_hf {
-        eprintln!("exporting {total} tensors to {} ({})", dir.display(), args.dtype);
+        eprintln!(
+            "exporting {total} tensors to {} ({})",
+            dir.display(),
+            args.dtype
+        );
         checkpoint.save_hf(dir, args.dtype)?;
         eprintln!("wrote {}", dir.display());
     }
     if args.out.is_none() && args.export_hf.is_none() {
-        eprintln!("checked {total} tensors' names, shapes and dtypes (give --out or --export-hf to convert)");
+        eprintln!(
+            "checked {total} tensors' names, shapes and dtypes (give --out or --export-hf to convert)"
+        );
     }
     Ok(())
 }

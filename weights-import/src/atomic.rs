@@ -5,6 +5,21 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ImportError, Result};
 
+/// A temporary-file builder next to the output. Outputs get ordinary permissions (`0644`
+/// files, `0755` directories) rather than the owner-only ones of temporary files.
+fn builder(mode: u32) -> tempfile::Builder<'static, 'static> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".llama2-burn-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    builder
+}
+
 fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -16,9 +31,7 @@ fn parent_of(path: &Path) -> PathBuf {
 /// the temporary file is removed and `path` is untouched.
 pub(crate) fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = parent_of(path);
-    let tmp = tempfile::Builder::new()
-        .prefix(".llama2-burn-")
-        .suffix(".tmp")
+    let tmp = builder(0o644)
         .tempfile_in(&parent)
         .map_err(|e| ImportError::io(&parent, e))?;
     write(tmp.path())?;
@@ -47,8 +60,7 @@ pub(crate) fn write_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
         std::fs::remove_dir(dir).map_err(|e| ImportError::io(dir, e))?;
     }
     let parent = parent_of(dir);
-    let tmp = tempfile::Builder::new()
-        .prefix(".llama2-burn-")
+    let tmp = builder(0o755)
         .tempdir_in(&parent)
         .map_err(|e| ImportError::io(&parent, e))?;
     write(tmp.path())?;
