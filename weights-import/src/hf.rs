@@ -353,3 +353,63 @@ fn hf_loader(spec: ParamSpec, name: String, tensor: StoredTensor) -> Loader {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLAMA_2_7B_HF: &str = r#"{
+        "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+        "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+        "intermediate_size": 11008, "max_position_embeddings": 4096, "model_type": "llama",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": null,
+        "tie_word_embeddings": false, "torch_dtype": "float16", "transformers_version": "4.32.0.dev0",
+        "use_cache": true, "vocab_size": 32000}"#;
+
+    #[test]
+    fn the_published_7b_config_is_the_preset() {
+        let config: HfConfig = serde_json::from_str(LLAMA_2_7B_HF).unwrap();
+        assert_eq!(config.to_config().unwrap(), LlamaConfig::llama2_7b());
+    }
+
+    #[test]
+    fn transformers_5_rope_parameters_are_read() {
+        let json = LLAMA_2_7B_HF.replace(
+            r#""rope_scaling": null,"#,
+            r#""rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},"#,
+        );
+        let config: HfConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(config.to_config().unwrap().rope_theta, 500000.0);
+    }
+
+    #[test]
+    fn what_llama_2_lacks_is_refused() {
+        for (from, to, needle) in [
+            (
+                r#""rope_scaling": null"#,
+                r#""rope_scaling": {"type": "linear", "factor": 2.0}"#,
+                "rope_scaling",
+            ),
+            (r#""hidden_act": "silu""#, r#""hidden_act": "gelu""#, "gelu"),
+            (
+                r#""model_type": "llama""#,
+                r#""model_type": "mistral""#,
+                "mistral",
+            ),
+        ] {
+            let config: HfConfig = serde_json::from_str(&LLAMA_2_7B_HF.replace(from, to)).unwrap();
+            let error = config.to_config().unwrap_err();
+            assert!(error.contains(needle), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_json_config_round_trips() {
+        let config = LlamaConfig::llama2_70b();
+        let json = HfConfig::json_for(&config, "bfloat16");
+        let back: HfConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.to_config().unwrap().ffn_hidden_dim(), 28672);
+        assert_eq!(back.to_config().unwrap().n_kv_heads, 8);
+    }
+}

@@ -279,3 +279,40 @@ fn shard_loader(spec: &ParamSpec, parts: Vec<(PathBuf, TensorSnapshot)>) -> Load
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> MetaParams {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn released_params_json_give_the_presets() {
+        // The params.json files Meta ships with Llama 2.
+        let p7 = parse(
+            r#"{"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}"#,
+        );
+        assert_eq!(p7.to_config(Some(32000)), Some(LlamaConfig::llama2_7b()));
+        let p13 = parse(
+            r#"{"dim": 5120, "multiple_of": 256, "n_heads": 40, "n_layers": 40, "norm_eps": 1e-05, "vocab_size": -1}"#,
+        );
+        assert_eq!(p13.to_config(Some(32000)), Some(LlamaConfig::llama2_13b()));
+        let p70 = parse(
+            r#"{"dim": 8192, "multiple_of": 4096, "ffn_dim_multiplier": 1.3, "n_heads": 64, "n_kv_heads": 8, "n_layers": 80, "norm_eps": 1e-05, "vocab_size": -1}"#,
+        );
+        let c70 = p70.to_config(Some(32000)).unwrap();
+        assert_eq!(c70, LlamaConfig::llama2_70b());
+        assert_eq!(c70.ffn_hidden_dim(), 28672);
+    }
+
+    #[test]
+    fn vocab_size_minus_one_needs_the_embedding() {
+        let p = parse(r#"{"dim": 64, "n_heads": 4, "n_layers": 2, "vocab_size": -1}"#);
+        assert_eq!(p.to_config(None), None);
+        assert_eq!(p.to_config(Some(512)).unwrap().vocab_size, 512);
+        let explicit = parse(r#"{"dim": 64, "n_heads": 4, "n_layers": 2, "vocab_size": 100}"#);
+        assert_eq!(explicit.to_config(Some(512)).unwrap().vocab_size, 100);
+    }
+}
