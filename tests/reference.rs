@@ -106,16 +106,14 @@ fn greedy_decoding_with_cache_matches_transformers_generate() {
     let expected = reference("greedy.output").i64;
     let mut cache = model.new_cache(1, prompt.len() + expected.len());
     let mut next = model.forward_cached(tokens(&prompt, 1), 0, &mut cache);
-    let mut pos = prompt.len();
     let mut generated = Vec::new();
-    for _ in 0..expected.len() {
+    for pos in prompt.len()..prompt.len() + expected.len() {
         let [_, len, _] = next.dims();
         let id: Tensor<B, 1, Int> = next.narrow(1, len - 1, 1).argmax(2).flatten(0, 2);
         let id = id.into_data().convert::<i64>().to_vec::<i64>().unwrap()[0];
         generated.push(id);
         let input = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![id], [1, 1]), &device());
         next = model.forward_cached(input, pos, &mut cache);
-        pos += 1;
     }
     assert_eq!(generated, expected);
 }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use burn::module::ParamId;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Element, Shape, TensorData};
+use burn::tensor::{DType, Element, Shape, TensorData};
 use burn_store::{ModuleSnapshot, TensorSnapshot, TensorSnapshotError};
 use llama2::{Llama, LlamaConfig};
 
@@ -18,6 +18,12 @@ use crate::layout::ParamSpec;
 
 /// Produces one parameter's values in Burn's layout (`[in, out]` for linear weights).
 pub(crate) type Loader = Rc<dyn Fn() -> Result<Vec<f32>>>;
+
+/// Progress callback shared by the snapshots: `(done, total, name)`.
+type Progress = Rc<RefCell<dyn FnMut(usize, usize, &str)>>;
+
+/// The first error met while reading tensors behind burn-store's string-typed errors.
+pub(crate) type Failure = Rc<RefCell<Option<ImportError>>>;
 
 /// Where a checkpoint was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,41 +136,13 @@ impl Checkpoint {
             })?;
         let mut model = self.config.init::<B>(device);
         let target = <B::FloatElem as Element>::dtype();
-        let failure: Rc<RefCell<Option<ImportError>>> = Rc::default();
-        let total = self.params.len();
-        let counter = Rc::new(RefCell::new(0usize));
-        let progress: Rc<RefCell<dyn FnMut(usize, usize, &str)>> = Rc::new(RefCell::new(progress));
-        let snapshots = self
-            .params
-            .iter()
-            .map(|param| {
-                let load = param.load.clone();
-                let failure = failure.clone();
-                let shape = param.spec.burn_shape();
-                let name = param.spec.name.clone();
-                let counter = counter.clone();
-                let progress = progress.clone();
-                let data_shape = shape.clone();
-                let data_fn = Rc::new(move || -> Result<TensorData, TensorSnapshotError> {
-                    let values = load().map_err(|e| {
-                        let message = e.to_string();
-                        failure.borrow_mut().get_or_insert(e);
-                        TensorSnapshotError::DataError(message)
-                    })?;
-                    *counter.borrow_mut() += 1;
-                    (progress.borrow_mut())(*counter.borrow(), total, &name);
-                    Ok(TensorData::new(values, data_shape.clone()).convert_dtype(target))
-                });
-                TensorSnapshot::from_closure(
-                    data_fn,
-                    target,
-                    Shape::from(shape),
-                    param.spec.name.split('.').map(str::to_string).collect(),
-                    Vec::new(),
-                    ParamId::new(),
-                )
-            })
-            .collect();
+        let failure = Failure::default();
+        let snapshots = self.snapshots(
+            target,
+            move |values, shape| TensorData::new(values, shape).convert_dtype(target),
+            progress,
+            &failure,
+        );
         let result = model.apply(snapshots, None, None, false);
         if let Some(error) = failure.borrow_mut().take() {
             return Err(error);
@@ -189,6 +167,50 @@ impl Checkpoint {
             });
         }
         Ok(model)
+    }
+
+    /// Lazy burn-store snapshots of every parameter, each encoded by `encode` into `dtype`
+    /// when read. The first loader error is kept in `failure`, since burn-store reports
+    /// snapshot errors as strings.
+    pub(crate) fn snapshots(
+        &self,
+        dtype: DType,
+        encode: impl Fn(Vec<f32>, Vec<usize>) -> TensorData + Clone + 'static,
+        progress: impl FnMut(usize, usize, &str) + 'static,
+        failure: &Failure,
+    ) -> Vec<TensorSnapshot> {
+        let progress: Progress = Rc::new(RefCell::new(progress));
+        let total = self.params.len();
+        self.params
+            .iter()
+            .enumerate()
+            .map(|(index, param)| {
+                let load = param.load.clone();
+                let failure = failure.clone();
+                let progress = progress.clone();
+                let encode = encode.clone();
+                let shape = param.spec.burn_shape();
+                let name = param.spec.name.clone();
+                let data_shape = shape.clone();
+                let data_fn = Rc::new(move || -> Result<TensorData, TensorSnapshotError> {
+                    let values = load().map_err(|e| {
+                        let message = e.to_string();
+                        failure.borrow_mut().get_or_insert(e);
+                        TensorSnapshotError::DataError(message)
+                    })?;
+                    (progress.borrow_mut())(index + 1, total, &name);
+                    Ok(encode(values, data_shape.clone()))
+                });
+                TensorSnapshot::from_closure(
+                    data_fn,
+                    dtype,
+                    Shape::from(shape),
+                    param.spec.name.split('.').map(str::to_string).collect(),
+                    Vec::new(),
+                    ParamId::new(),
+                )
+            })
+            .collect()
     }
 
     /// The parameters of a model, for saving or exporting it.

@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn bf16_round_trip_is_exact_for_bf16_values() {
-        let values = vec![1.0f32, -0.5, 0.15625, 3.0e-3];
+        let values = [1.0f32, -0.5, 0.15625, 3.0e-3];
         let rounded: Vec<f32> = values.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
         let data = StorageDtype::BF16.encode(rounded.clone(), vec![4]);
         assert_eq!(data.dtype, DType::BF16);

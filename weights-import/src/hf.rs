@@ -196,7 +196,7 @@ struct StoredTensor {
     range: std::ops::Range<usize>,
 }
 
-fn map_file(path: &Path) -> Result<(Rc<Mmap>, Vec<(String, StoredTensor)>)> {
+fn map_file(path: &Path) -> Result<Vec<(String, StoredTensor)>> {
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ImportError::MissingFile {
             path: path.to_path_buf(),
@@ -227,7 +227,7 @@ fn map_file(path: &Path) -> Result<(Rc<Mmap>, Vec<(String, StoredTensor)>)> {
             (name, stored)
         })
         .collect();
-    Ok((map, tensors))
+    Ok(tensors)
 }
 
 /// Safetensors files of a directory: the index's shards, or `model.safetensors`.
@@ -267,8 +267,7 @@ pub fn open_hf(dir: &Path) -> Result<Checkpoint> {
 
     let mut stored: HashMap<String, StoredTensor> = HashMap::new();
     for file in safetensors_files(dir)? {
-        let (_, tensors) = map_file(&file)?;
-        stored.extend(tensors);
+        stored.extend(map_file(&file)?);
     }
 
     let specs = param_specs(&config);

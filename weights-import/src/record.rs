@@ -2,19 +2,16 @@
 //! Burn's layout and the model configuration as JSON metadata (`llama2.config`), so that a
 //! record alone rebuilds the model.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::rc::Rc;
 
-use burn::module::ParamId;
-use burn::tensor::Shape;
-use burn_store::{BurnpackStore, BurnpackWriter, ModuleStore, TensorSnapshot, TensorSnapshotError};
+use burn_store::{BurnpackStore, BurnpackWriter, ModuleStore, TensorSnapshot};
 use llama2::LlamaConfig;
 use serde::Deserialize;
 
-use crate::checkpoint::{Checkpoint, Loader, PendingParam, SourceFormat};
+use crate::checkpoint::{Checkpoint, Failure, Loader, PendingParam, SourceFormat};
 use crate::dtype::{StorageDtype, data_to_f32, is_float};
 use crate::error::{ImportError, Result};
 use crate::layout::param_specs;
@@ -158,39 +155,13 @@ impl Checkpoint {
         progress: impl FnMut(usize, usize, &str) + 'static,
     ) -> Result<()> {
         let path = path.as_ref();
-        let failure: Rc<RefCell<Option<ImportError>>> = Rc::default();
-        let progress: Rc<RefCell<dyn FnMut(usize, usize, &str)>> = Rc::new(RefCell::new(progress));
-        let total = self.params.len();
-        let snapshots = self
-            .params
-            .iter()
-            .enumerate()
-            .map(|(index, param)| {
-                let load = param.load.clone();
-                let failure = failure.clone();
-                let progress = progress.clone();
-                let shape = param.spec.burn_shape();
-                let name = param.spec.name.clone();
-                let data_shape = shape.clone();
-                let data_fn = Rc::new(move || {
-                    let values = load().map_err(|e| {
-                        let message = e.to_string();
-                        failure.borrow_mut().get_or_insert(e);
-                        TensorSnapshotError::DataError(message)
-                    })?;
-                    (progress.borrow_mut())(index + 1, total, &name);
-                    Ok(dtype.encode(values, data_shape.clone()))
-                });
-                TensorSnapshot::from_closure(
-                    data_fn,
-                    dtype.dtype(),
-                    Shape::from(shape),
-                    param.spec.name.split('.').map(str::to_string).collect(),
-                    Vec::new(),
-                    ParamId::new(),
-                )
-            })
-            .collect();
+        let failure = Failure::default();
+        let snapshots = self.snapshots(
+            dtype.dtype(),
+            move |values, shape| dtype.encode(values, shape),
+            progress,
+            &failure,
+        );
         let config = serde_json::to_string(&self.config).expect("configs serialise");
         let writer = BurnpackWriter::new(snapshots)
             .with_metadata(CONFIG_KEY, &config)
