@@ -357,6 +357,13 @@ impl<'a, B: Backend> Generator<'a, B> {
             .map(|(i, p)| Row::new(p, i as u64, self.tokenizer, options))
             .collect::<Result<Vec<_>>>()?;
 
+        for (i, row) in rows.iter_mut().enumerate() {
+            for piece in std::mem::take(&mut row.echo_pieces) {
+                row.emitted += piece.len();
+                on_text(i, &piece);
+            }
+        }
+
         let device = self.model.devices().into_iter().next().unwrap_or_default();
         let mut cache = self.model.new_cache(bsz, total_len);
         let mut prev_pos = 0;
@@ -495,6 +502,8 @@ struct Row<'t> {
     /// Byte offset of the stop sequence found in `text`.
     stop_at: Option<usize>,
     done: Option<FinishReason>,
+    /// Decoded pieces of the echoed prompt, streamed before generation starts.
+    echo_pieces: Vec<String>,
 }
 
 impl<'t> Row<'t> {
@@ -506,9 +515,14 @@ impl<'t> Row<'t> {
     ) -> Result<Self> {
         let mut decoder = tokenizer.stream_decoder();
         let mut text = String::new();
+        let mut echo_pieces = Vec::new();
         if options.echo {
             for &id in prompt {
-                text += &decoder.push(id)?;
+                let piece = decoder.push(id)?;
+                text += &piece;
+                if !piece.is_empty() {
+                    echo_pieces.push(piece);
+                }
             }
         }
         Ok(Self {
@@ -525,6 +539,7 @@ impl<'t> Row<'t> {
             emitted: 0,
             stop_at: None,
             done: None,
+            echo_pieces,
         })
     }
 
