@@ -389,8 +389,12 @@ fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
         .with_sampler(SamplerConfig::new(0.9, 0.95).with_top_k(50).with_seed(99));
     let a = "The capital of France".to_string();
     let b = "Hi".to_string();
-    let alone = generator.text_completion(&[a.clone()], &options).unwrap();
-    let again = generator.text_completion(&[a.clone()], &options).unwrap();
+    let alone = generator
+        .text_completion(std::slice::from_ref(&a), &options)
+        .unwrap();
+    let again = generator
+        .text_completion(std::slice::from_ref(&a), &options)
+        .unwrap();
     assert_eq!(alone, again);
     let batch = generator.text_completion(&[a, b], &options).unwrap();
     assert_eq!(batch[0].tokens, alone[0].tokens);
