@@ -9,6 +9,10 @@ Produces (see tests/data/README.md for a full description):
   tests/data/tiny/hf-sharded/     Hugging Face layout, index + several shards, bf16, transformers-5 config.json
   tests/data/tiny/reference.safetensors
                                   logits / greedy tokens from transformers' LlamaForCausalLM
+  tests/data/tiny/generation.safetensors
+                                  transformers' greedy continuations of ragged prompts
+  tests/data/tiny-chat/           vocab-32000 tiny model (Meta layout, bf16) for the real Llama 2
+                                  tokenizer, with generation.safetensors (greedy chat/text outputs)
   tests/data/micro/...            positive controls for the bad-input corpus
   tests/data/bad/<case>/          malformed checkpoints, described by tests/data/bad/cases.json
 
@@ -37,6 +41,8 @@ import meta_model  # noqa: E402  (transcription of Meta's llama/model.py)
 ROOT = os.path.dirname(HERE)
 DATA = os.path.join(ROOT, "tests", "data")
 TINY_DIR = os.path.join(DATA, "tiny")
+TINY_CHAT_DIR = os.path.join(DATA, "tiny-chat")
+LLAMA_TOKENIZER = os.path.join(DATA, "llama2-tokenizer", "tokenizer.model")
 MICRO_DIR = os.path.join(DATA, "micro")
 BAD_DIR = os.path.join(DATA, "bad")
 
@@ -47,6 +53,10 @@ TINY = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, multipl
 # bad-input corpus is derived, so that ~25 directories stay within a few hundred KB.
 MICRO = dict(dim=16, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32, multiple_of=32,
              ffn_dim_multiplier=None, norm_eps=1e-5, rope_theta=10000.0)
+# A model with Llama 2's 32000-token vocabulary, as small as the embedding allows
+# (2 x 32000 x 16 bf16 values = 2 MB), so examples and chat tests can use the real tokenizer.
+TINY_CHAT = dict(dim=16, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000, multiple_of=32,
+                 ffn_dim_multiplier=None, norm_eps=1e-5, rope_theta=10000.0)
 # Multi-head (n_kv_heads == n_heads) variant of MICRO, for a 4-way shard split.
 MICRO_MHA = dict(MICRO, n_kv_heads=None)
 
@@ -61,6 +71,13 @@ PROMPT_LENGTHS = [1, 5, 17, 64]
 GREEDY_PROMPT_INDEX = 1  # the 5-token prompt
 GREEDY_NEW_TOKENS = 20
 BATCH_SHAPE = (2, 9)
+# Ragged prompts for batched generation: slices of prompt_3.ids (start, length).
+RAGGED_SLICES = [(0, 3), (3, 7), (10, 12)]
+RAGGED_NEW_TOKENS = 16
+CHAT_NEW_TOKENS = 12
+CHAT_DIALOG = [{"role": "system", "content": "Answer briefly."},
+               {"role": "user", "content": "Once upon a time, what happened? été 日本"}]
+CHAT_TEXT_PROMPT = "Once upon a time"
 TOL = 1e-4
 
 COLUMN_PARALLEL = ("attention.wq.", "attention.wk.", "attention.wv.", "feed_forward.w1.",
@@ -443,7 +460,69 @@ def gen_tiny():
 
     # ---- checks ----
     check_tiny(cfg, sd, ckpt, model, ref, hf_dir, hf_sharded_dir)
+    gen_ragged(model, ref)
     return ref
+
+
+def greedy_continuation(model, prompt, n):
+    """transformers' greedy decode with EOS disabled; also returns the smallest
+    top-1/top-2 logit margin over the steps."""
+    m = copy.deepcopy(model)
+    m.generation_config.eos_token_id = None
+    m.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        out = m.generate(prompt[None], attention_mask=torch.ones_like(prompt[None]), do_sample=False,
+                         max_new_tokens=n, eos_token_id=None, pad_token_id=0,
+                         output_scores=True, return_dict_in_generate=True)
+    seq = out.sequences[0]
+    assert torch.equal(seq[: len(prompt)], prompt)
+    margins = [float((lambda t: t[0] - t[1])(s[0].topk(2).values)) for s in out.scores]
+    return seq[len(prompt):].to(torch.int64).contiguous(), min(margins)
+
+
+def gen_ragged(model, ref):
+    """Greedy continuations of prompts of different lengths, for batched generation."""
+    log("== ragged greedy generation")
+    base = ref["prompt_3.ids"]
+    out = OrderedDict()
+    for i, (start, n) in enumerate(RAGGED_SLICES):
+        prompt = base[start:start + n].contiguous()
+        toks, margin = greedy_continuation(model, prompt, RAGGED_NEW_TOKENS)
+        log(f"ragged {i}: {prompt.tolist()} -> {toks.tolist()} (min margin {margin:.4f})")
+        assert margin > 1e-2, "greedy step too close to a tie"
+        out[f"ragged_{i}.prompt"] = prompt
+        out[f"ragged_{i}.output"] = toks
+    save_file(out, os.path.join(TINY_DIR, "generation.safetensors"), metadata={"format": "pt"})
+
+
+def gen_tiny_chat():
+    """The vocab-32000 tiny model and greedy outputs for a chat dialog and a text prompt
+    encoded with the real Llama 2 tokenizer (Meta's chat_completion prompt building)."""
+    import gen_chat_cases
+
+    cfg = TINY_CHAT
+    log(f"== tiny-chat model: {cfg}, ffn hidden {ffn_hidden(cfg)}")
+    sd = make_meta_weights(cfg, seed=5)
+    ckpt = to_meta_checkpoint(sd, cfg)
+    write_meta_dir(TINY_CHAT_DIR, cfg, [ckpt], -1)
+    model = build_hf_model(sd, cfg)
+
+    tok = gen_chat_cases.Tokenizer(LLAMA_TOKENIZER)
+    prompts, unsafe = gen_chat_cases.meta_chat_tokens(tok, [CHAT_DIALOG])
+    assert unsafe == [False]
+    out = OrderedDict()
+    cases = [("dialog", prompts[0]), ("text", tok.encode(CHAT_TEXT_PROMPT, bos=True, eos=False))]
+    for name, ids in cases:
+        prompt = torch.tensor(ids, dtype=torch.int64)
+        toks, margin = greedy_continuation(model, prompt, CHAT_NEW_TOKENS)
+        log(f"tiny-chat {name}: {len(ids)} prompt tokens -> {toks.tolist()} (min margin {margin:.4f})")
+        assert margin > 1e-2, "greedy step too close to a tie"
+        out[f"{name}.prompt"] = prompt
+        out[f"{name}.output"] = toks
+    save_file(out, os.path.join(TINY_CHAT_DIR, "generation.safetensors"), metadata={"format": "pt"})
+    size = sum(os.path.getsize(os.path.join(TINY_CHAT_DIR, f)) for f in os.listdir(TINY_CHAT_DIR))
+    log(f"tests/data/tiny-chat: {size / 1024:.1f} KiB")
+    assert size < 2.5 * 1024 * 1024
 
 
 def check_tiny(cfg, sd, ckpt, model, ref, hf_dir, hf_sharded_dir):
@@ -762,13 +841,14 @@ def verify_bad(cases):
 def main():
     torch.set_num_threads(1)  # bit-stable logits independent of core count
     torch.use_deterministic_algorithms(True)
-    for d in (TINY_DIR, MICRO_DIR, BAD_DIR):
+    for d in (TINY_DIR, TINY_CHAT_DIR, MICRO_DIR, BAD_DIR):
         if os.path.isdir(d):
             shutil.rmtree(d)
     os.makedirs(TINY_DIR)
     os.makedirs(MICRO_DIR)
     os.makedirs(BAD_DIR)
     gen_tiny()
+    gen_tiny_chat()
     gen_bad()
     total = 0
     for d in (TINY_DIR, MICRO_DIR, BAD_DIR):

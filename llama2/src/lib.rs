@@ -7,6 +7,7 @@
 //! | [`cache`] | — | the key/value cache for incremental decoding |
 //! | [`tokenizer`] | §2.1 | Meta's SentencePiece BPE tokenizer, exact to the `sentencepiece` package |
 //! | [`chat`] | §3.1 | the Llama 2-Chat dialog format (`[INST]`, `<<SYS>>`) |
+//! | [`generation`] | — | sampling (greedy, temperature, top-k, top-p) and Meta's `generate`, `text_completion`, `chat_completion` |
 //!
 //! The model computes what Meta's reference `model.py` computes: the same parameter names,
 //! the same interleaved-pair rotary convention and the same head grouping, so a checkpoint
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod generation;
 pub mod model;
 pub mod tokenizer;
 

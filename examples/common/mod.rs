@@ -1,0 +1,92 @@
+//! Shared by the examples: default paths, model/tokenizer loading, id parsing.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use llama2_burn::backend::{self, Selected};
+use llama2_burn::model::{Llama, Tokenizer};
+
+/// `tests/data/tiny-chat`: a random-weight model with Llama 2's vocabulary.
+pub fn default_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-chat")
+}
+
+/// Meta's Llama 2 `tokenizer.model`, committed under `tests/data`.
+pub fn default_tokenizer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llama2-tokenizer/tokenizer.model")
+}
+
+/// Logs to stderr, `RUST_LOG` overriding `info`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path).with_context(|| format!("cannot load tokenizer {}", path.display()))
+}
+
+pub fn load_model(path: &Path) -> Result<Llama<Selected>> {
+    if !path.exists() {
+        bail!("model path {} does not exist", path.display());
+    }
+    let start = Instant::now();
+    let model = llama2_burn::import::load_model::<Selected>(path, &backend::device())
+        .with_context(|| format!("cannot load model {}", path.display()))?;
+    let c = &model.config;
+    tracing::info!(
+        "loaded {} on {} in {:.2?}: dim {}, {} layers, {} heads ({} kv), vocab {}, context {}",
+        path.display(),
+        backend::NAME,
+        start.elapsed(),
+        c.dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.vocab_size,
+        c.max_seq_len
+    );
+    Ok(model)
+}
+
+/// Parses `1,2,3` (spaces allowed) into ids.
+pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
+    let ids = s
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<u32>().map_err(|_| {
+                format!("`{t}` is not a token id (expected comma-separated non-negative integers)")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err("no token ids given".into());
+    }
+    Ok(ids)
+}
+
+/// Runs `main`, printing an error chain (no backtrace) and exiting with 1 on failure.
+pub fn run(main: impl FnOnce() -> Result<()>) {
+    if let Err(e) = main() {
+        // The chain, skipping causes that a message already quotes.
+        let mut message = String::new();
+        for cause in e.chain().map(ToString::to_string) {
+            if !message.contains(&cause) {
+                if !message.is_empty() {
+                    message += ": ";
+                }
+                message += &cause;
+            }
+        }
+        eprintln!("error: {message}");
+        std::process::exit(1);
+    }
+}
