@@ -52,8 +52,14 @@ impl<B: Backend> LayerCache<B> {
         let [batch, heads, seq_len, head_dim] = keys.dims();
         let [max_batch, _, max_seq_len, _] = self.keys.dims();
         let end = start_pos + seq_len;
-        assert!(batch <= max_batch, "batch {batch} exceeds the cache's {max_batch}");
-        assert!(end <= max_seq_len, "position {end} exceeds the cache's {max_seq_len}");
+        assert!(
+            batch <= max_batch,
+            "batch {batch} exceeds the cache's {max_batch}"
+        );
+        assert!(
+            end <= max_seq_len,
+            "position {end} exceeds the cache's {max_seq_len}"
+        );
         let write = [0..batch, 0..heads, start_pos..end, 0..head_dim];
         self.keys.inplace(|t| t.slice_assign(write.clone(), keys));
         self.values.inplace(|t| t.slice_assign(write, values));

@@ -90,9 +90,8 @@ impl<B: Backend> Attention<B> {
         let (heads, kv_heads, head_dim) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let group = heads / kv_heads;
 
-        let split = |t: Tensor<B, 3>, n: usize| {
-            t.reshape([batch, seq_len, n, head_dim]).swap_dims(1, 2)
-        };
+        let split =
+            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq_len, n, head_dim]).swap_dims(1, 2);
         let q = split(self.wq.forward(x.clone()), heads);
         let k = split(self.wk.forward(x.clone()), kv_heads);
         let v = split(self.wv.forward(x), kv_heads);

@@ -11,7 +11,11 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 /// # Shapes
 ///
 /// - output: `[seq_len, start_pos + seq_len]`
-pub fn causal_mask<B: Backend>(seq_len: usize, start_pos: usize, device: &B::Device) -> Tensor<B, 2> {
+pub fn causal_mask<B: Backend>(
+    seq_len: usize,
+    start_pos: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
     let total = start_pos + seq_len;
     let mut values = vec![0.0f32; seq_len * total];
     for i in 0..seq_len {
@@ -31,6 +35,9 @@ mod tests {
     fn masks_future_positions_only() {
         let mask = causal_mask::<TestBackend>(2, 1, &Default::default());
         let ninf = f32::NEG_INFINITY;
-        assert_eq!(mask.into_data().to_vec::<f32>().unwrap(), vec![0.0, 0.0, ninf, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            mask.into_data().to_vec::<f32>().unwrap(),
+            vec![0.0, 0.0, ninf, 0.0, 0.0, 0.0]
+        );
     }
 }

@@ -55,7 +55,7 @@ impl<B: Backend> RmsNorm<B> {
 mod tests {
     use super::*;
     use crate::TestBackend;
-    use burn::tensor::{Tolerance, TensorData};
+    use burn::tensor::{TensorData, Tolerance};
 
     #[test]
     fn normalises_by_root_mean_square() {
