@@ -8,6 +8,7 @@ use burn::module::{Initializer, Module};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Tensor, activation::softmax, backend::Backend};
 
+use super::linear_rows;
 use super::rotary::RotaryEmbedding;
 use crate::cache::LayerCache;
 
@@ -92,9 +93,9 @@ impl<B: Backend> Attention<B> {
 
         let split =
             |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq_len, n, head_dim]).swap_dims(1, 2);
-        let q = split(self.wq.forward(x.clone()), heads);
-        let k = split(self.wk.forward(x.clone()), kv_heads);
-        let v = split(self.wv.forward(x), kv_heads);
+        let q = split(linear_rows(&self.wq, x.clone()), heads);
+        let k = split(linear_rows(&self.wk, x.clone()), kv_heads);
+        let v = split(linear_rows(&self.wv, x), kv_heads);
 
         let q = rope.apply(q, start_pos);
         let k = rope.apply(k, start_pos);
@@ -122,6 +123,6 @@ impl<B: Backend> Attention<B> {
             .reshape([batch, heads, seq_len, head_dim])
             .swap_dims(1, 2)
             .reshape([batch, seq_len, heads * head_dim]);
-        self.wo.forward(out)
+        linear_rows(&self.wo, out)
     }
 }

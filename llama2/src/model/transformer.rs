@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, backend::Backend};
 use super::attention::AttentionConfig;
 use super::block::{TransformerBlock, TransformerBlockConfig};
 use super::feed_forward::FeedForwardConfig;
+use super::linear_rows;
 use super::mask::causal_mask;
 use super::rms_norm::{RmsNorm, RmsNormConfig};
 use super::rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
@@ -74,7 +75,7 @@ impl<B: Backend> Llama<B> {
     /// - tokens: `[batch, seq_len]`
     /// - output: `[batch, seq_len, vocab_size]`
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.output.forward(self.hidden_states(tokens, 0, None))
+        self.logits(self.hidden_states(tokens, 0, None))
     }
 
     /// Logits for the new positions `start_pos .. start_pos + seq_len`, attending to the
@@ -91,8 +92,7 @@ impl<B: Backend> Llama<B> {
         start_pos: usize,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
-        self.output
-            .forward(self.hidden_states(tokens, start_pos, Some(cache)))
+        self.logits(self.hidden_states(tokens, start_pos, Some(cache)))
     }
 
     /// Final-norm hidden states of the new positions (what the output head, or a reward
@@ -143,7 +143,7 @@ impl<B: Backend> Llama<B> {
     /// - hidden: `[batch, seq_len, dim]`
     /// - output: `[batch, seq_len, vocab_size]`
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.output.forward(hidden)
+        linear_rows(&self.output, hidden)
     }
 
     /// A key/value cache sized for this model.
