@@ -5,15 +5,32 @@
 //! `start_pos + seq_len` positions. It lives beside the model so that the caller decides its
 //! size and lifetime (one per generation request, reused across calls, or none).
 
+use core::ops::Range;
+
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::config::LlamaConfig;
 
+/// Positions held by the small write buffer of a [`LayerCache`].
+const TAIL_LEN: usize = 64;
+
 /// Keys and values of one layer.
+///
+/// Positions are stored position-major, `[max_batch, positions, n_kv_heads, head_dim]`, so
+/// that the projections are written without transposition and the first `n` positions of a
+/// full batch are one contiguous block. Positions `0 .. committed` live in the preallocated
+/// main buffer; positions from `committed` on (up to [`TAIL_LEN`] of them) in a small tail
+/// buffer that single-token decoding writes into. Writing into a tensor costs a copy of the
+/// whole tensor on backends whose `slice_assign` is copy-on-write (Flex), so the per-token
+/// writes go to the small buffer and the main one is written once per [`TAIL_LEN`] tokens
+/// (and once per prompt).
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
     keys: Tensor<B, 4>,
     values: Tensor<B, 4>,
+    tail_keys: Tensor<B, 4>,
+    tail_values: Tensor<B, 4>,
+    committed: usize,
 }
 
 impl<B: Backend> LayerCache<B> {
@@ -25,10 +42,14 @@ impl<B: Backend> LayerCache<B> {
         head_dim: usize,
         device: &B::Device,
     ) -> Self {
-        let shape = [max_batch, n_kv_heads, max_seq_len, head_dim];
+        let shape = [max_batch, max_seq_len, n_kv_heads, head_dim];
+        let tail = [max_batch, TAIL_LEN.min(max_seq_len), n_kv_heads, head_dim];
         Self {
             keys: Tensor::zeros(shape, device),
             values: Tensor::zeros(shape, device),
+            tail_keys: Tensor::zeros(tail, device),
+            tail_values: Tensor::zeros(tail, device),
+            committed: 0,
         }
     }
 
@@ -49,8 +70,25 @@ impl<B: Backend> LayerCache<B> {
         values: Tensor<B, 4>,
         start_pos: usize,
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let mut parts = self.append_parts(keys, values, start_pos);
+        if parts.len() == 1 {
+            return parts.pop().unwrap();
+        }
+        let (keys, values) = parts.into_iter().unzip();
+        (Tensor::cat(keys, 2), Tensor::cat(values, 2))
+    }
+
+    /// [`append`](Self::append), returning positions `0 .. start_pos + seq_len` as one or two
+    /// consecutive parts (views of the buffers, not copies), in position order.
+    pub(crate) fn append_parts(
+        &mut self,
+        keys: Tensor<B, 4>,
+        values: Tensor<B, 4>,
+        start_pos: usize,
+    ) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
         let [batch, heads, seq_len, head_dim] = keys.dims();
-        let [max_batch, _, max_seq_len, _] = self.keys.dims();
+        let [max_batch, max_seq_len, _, _] = self.keys.dims();
+        let tail_len = self.tail_keys.dims()[1];
         let end = start_pos + seq_len;
         assert!(
             batch <= max_batch,
@@ -60,14 +98,74 @@ impl<B: Backend> LayerCache<B> {
             end <= max_seq_len,
             "position {end} exceeds the cache's {max_seq_len}"
         );
-        let write = [0..batch, 0..heads, start_pos..end, 0..head_dim];
-        self.keys.inplace(|t| t.slice_assign(write.clone(), keys));
-        self.values.inplace(|t| t.slice_assign(write, values));
-        let read = [0..batch, 0..heads, 0..end, 0..head_dim];
-        (
-            self.keys.clone().slice(read.clone()),
-            self.values.clone().slice(read),
-        )
+        // Position-major views of the new rows: `[batch, seq_len, heads, head_dim]`.
+        let keys = keys.swap_dims(1, 2);
+        let values = values.swap_dims(1, 2);
+        let write = |t: &mut Tensor<B, 4>, rows: Range<usize>, value: Tensor<B, 4>| {
+            t.inplace(|t| t.slice_assign([0..batch, rows, 0..heads, 0..head_dim], value))
+        };
+
+        if start_pos >= self.committed && end <= self.committed + tail_len {
+            // Into the tail.
+            let rows = start_pos - self.committed..end - self.committed;
+            write(&mut self.tail_keys, rows.clone(), keys);
+            write(&mut self.tail_values, rows, values);
+        } else if start_pos < self.committed {
+            // Rewriting committed positions (a new sequence in a used cache): the main buffer
+            // holds `0 .. end`, later positions go to the tail again.
+            write(&mut self.keys, start_pos..end, keys);
+            write(&mut self.values, start_pos..end, values);
+            self.committed = end;
+        } else {
+            // Past the tail: move the tail's positions `committed .. start_pos` into the main
+            // buffer together with the new ones, and start an empty tail at `end`.
+            let pending = (start_pos - self.committed).min(tail_len);
+            let committed = self.committed;
+            let (keys, values) = if pending == 0 {
+                (keys, values)
+            } else {
+                let old = |t: &Tensor<B, 4>| {
+                    t.clone()
+                        .slice([0..batch, 0..pending, 0..heads, 0..head_dim])
+                };
+                let (old_keys, old_values) = (old(&self.tail_keys), old(&self.tail_values));
+                if committed + pending == start_pos {
+                    (
+                        Tensor::cat(vec![old_keys, keys], 1),
+                        Tensor::cat(vec![old_values, values], 1),
+                    )
+                } else {
+                    // A gap of never-written positions lies between the tail and the new rows.
+                    write(&mut self.keys, committed..committed + pending, old_keys);
+                    write(&mut self.values, committed..committed + pending, old_values);
+                    (keys, values)
+                }
+            };
+            let first = end - keys.dims()[1];
+            write(&mut self.keys, first..end, keys);
+            write(&mut self.values, first..end, values);
+            self.committed = end;
+        }
+
+        // Read back `0 .. end` as head-major views.
+        let read = |t: &Tensor<B, 4>, rows: Range<usize>| {
+            t.clone()
+                .slice([0..batch, rows, 0..heads, 0..head_dim])
+                .swap_dims(1, 2)
+        };
+        let mut parts = Vec::with_capacity(2);
+        let main = end.min(self.committed);
+        if main > 0 {
+            parts.push((read(&self.keys, 0..main), read(&self.values, 0..main)));
+        }
+        if end > self.committed {
+            let rows = 0..end - self.committed;
+            parts.push((
+                read(&self.tail_keys, rows.clone()),
+                read(&self.tail_values, rows),
+            ));
+        }
+        parts
     }
 }
 

@@ -8,6 +8,7 @@ use burn::module::{Initializer, Module};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Tensor, activation::softmax, backend::Backend};
 
+use super::linear_rows;
 use super::rotary::RotaryEmbedding;
 use crate::cache::LayerCache;
 
@@ -90,38 +91,84 @@ impl<B: Backend> Attention<B> {
         let (heads, kv_heads, head_dim) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let group = heads / kv_heads;
 
-        let split =
-            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq_len, n, head_dim]).swap_dims(1, 2);
-        let q = split(self.wq.forward(x.clone()), heads);
-        let k = split(self.wk.forward(x.clone()), kv_heads);
-        let v = split(self.wv.forward(x), kv_heads);
+        // Projections stay position-major, `[batch, seq_len, heads, head_dim]`, through the
+        // rotation; the head-major `[batch, heads, seq_len, head_dim]` operands of the
+        // attention products are transposed views of them.
+        let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq_len, n, head_dim]);
+        let q = split(linear_rows(&self.wq, x.clone()), heads);
+        let k = split(linear_rows(&self.wk, x.clone()), kv_heads);
+        let v = split(linear_rows(&self.wv, x), kv_heads);
+        let q = rope.apply_seq_major(q, start_pos).swap_dims(1, 2);
+        let k = rope.apply_seq_major(k, start_pos).swap_dims(1, 2);
+        let v = v.swap_dims(1, 2);
 
-        let q = rope.apply(q, start_pos);
-        let k = rope.apply(k, start_pos);
-        let (k, v) = match cache {
-            Some(cache) => cache.append(k, v, start_pos),
-            None => (k, v),
+        // The keys and values of all positions, in one or two consecutive parts (see
+        // `LayerCache::append_parts`).
+        let parts = match cache {
+            Some(cache) => cache.append_parts(k, v, start_pos),
+            None => vec![(k, v)],
         };
-        let keys_len = k.dims()[2];
 
         // [batch, kv_heads, group · seq_len, head_dim]: the query heads of one group in a row.
-        let q = q.reshape([batch, kv_heads, group * seq_len, head_dim]);
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
+        let rows = group * seq_len;
+        let q = if group == 1 {
+            q
+        } else {
+            q.reshape([batch, kv_heads, rows, head_dim])
+        };
+        let mut scores: Vec<Tensor<B, 4>> = parts
+            .iter()
+            .map(|(k, _)| q.clone().matmul(k.clone().swap_dims(2, 3)))
+            .collect();
+        let scores = if scores.len() == 1 {
+            scores.pop().unwrap()
+        } else {
+            Tensor::cat(scores, 3)
+        };
+        let keys_len = scores.dims()[3];
+        let scores = scores.div_scalar((head_dim as f64).sqrt());
         let scores = match mask {
-            Some(mask) => (scores.reshape([batch, kv_heads, group, seq_len, keys_len])
-                + mask.reshape([1, 1, 1, seq_len, keys_len]))
-            .reshape([batch, kv_heads, group * seq_len, keys_len]),
+            // The mask rows repeat for every query head of a group; scores and mask are
+            // flattened so that the mask broadcasts as one whole row per (batch, kv head).
+            Some(mask) => {
+                let mask = if group == 1 {
+                    mask
+                } else {
+                    mask.repeat_dim(0, group)
+                };
+                (scores.reshape([batch * kv_heads, rows * keys_len])
+                    + mask.reshape([1, rows * keys_len]))
+                .reshape([batch, kv_heads, rows, keys_len])
+            }
             None => scores,
         };
         let dtype = scores.dtype();
-        let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
-        let out = probs
-            .matmul(v)
+        let probs = if dtype == DType::F32 {
+            softmax(scores, 3)
+        } else {
+            softmax(scores.cast(DType::F32), 3).cast(dtype)
+        };
+        let out = if parts.len() == 1 {
+            let (_, v) = parts.into_iter().next().unwrap();
+            probs.matmul(v)
+        } else {
+            let mut offset = 0;
+            let mut out: Option<Tensor<B, 4>> = None;
+            for (_, v) in parts {
+                let len = v.dims()[2];
+                let part = probs.clone().narrow(3, offset, len).matmul(v);
+                offset += len;
+                out = Some(match out {
+                    Some(out) => out + part,
+                    None => part,
+                });
+            }
+            out.unwrap()
+        };
+        let out = out
             .reshape([batch, heads, seq_len, head_dim])
             .swap_dims(1, 2)
             .reshape([batch, seq_len, heads * head_dim]);
-        self.wo.forward(out)
+        linear_rows(&self.wo, out)
     }
 }

@@ -63,10 +63,15 @@ impl<B: Backend> TransformerBlock<B> {
         mask: Option<Tensor<B, 2>>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
-        let h = x.clone()
-            + self
-                .attention
-                .forward(self.attention_norm.forward(x), rope, start_pos, mask, cache);
-        h.clone() + self.feed_forward.forward(self.ffn_norm.forward(h))
+        // Residual sums written `f(x) + x` rather than `x + f(x)` (the same sum): the
+        // left operand is the one a backend can update in place.
+        let h = self.attention.forward(
+            self.attention_norm.forward(x.clone()),
+            rope,
+            start_pos,
+            mask,
+            cache,
+        ) + x;
+        self.feed_forward.forward(self.ffn_norm.forward(h.clone())) + h
     }
 }

@@ -5,6 +5,8 @@ use burn::module::{Initializer, Module};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
+use super::linear_rows;
+
 /// Configuration of [`FeedForward`].
 #[derive(Config, Debug)]
 pub struct FeedForwardConfig {
@@ -51,7 +53,7 @@ impl<B: Backend> FeedForward<B> {
     /// - x: `[batch, seq_len, dim]`
     /// - output: `[batch, seq_len, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.w1.forward(x.clone()));
-        self.w2.forward(gate * self.w3.forward(x))
+        let gate = silu(linear_rows(&self.w1, x.clone()));
+        linear_rows(&self.w2, gate * linear_rows(&self.w3, x))
     }
 }

@@ -26,3 +26,21 @@ pub use feed_forward::{FeedForward, FeedForwardConfig};
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
 pub use transformer::Llama;
+
+use burn::nn::Linear;
+use burn::tensor::{Tensor, backend::Backend};
+
+/// Applies `linear` to every position of `x` as one `[batch · seq_len, d_in]` matrix
+/// product. Burn's `Linear` on a 3-D input multiplies each batch row separately against the
+/// broadcast weight, which reads the whole weight once per sequence when decoding a batch.
+///
+/// # Shapes
+///
+/// - x: `[batch, seq_len, d_in]`
+/// - output: `[batch, seq_len, d_out]`
+pub(crate) fn linear_rows<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [batch, seq_len, d_in] = x.dims();
+    let out = linear.forward(x.reshape([batch * seq_len, d_in]));
+    let d_out = out.dims()[1];
+    out.reshape([batch, seq_len, d_out])
+}

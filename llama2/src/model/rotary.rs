@@ -6,7 +6,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 /// Configuration of [`RotaryEmbedding`].
 #[derive(Config, Debug)]
@@ -71,26 +71,55 @@ impl<B: Backend> RotaryEmbedding<B> {
     /// - x: `[batch, heads, seq_len, head_dim]`
     /// - output: `[batch, heads, seq_len, head_dim]`
     pub fn apply(&self, x: Tensor<B, 4>, start_pos: usize) -> Tensor<B, 4> {
-        let [batch, heads, seq_len, head_dim] = x.dims();
-        let half = head_dim / 2;
-        let range = start_pos..start_pos + seq_len;
-        let cos = self
-            .cos
-            .clone()
-            .slice([range.clone(), 0..half])
-            .reshape([1, 1, seq_len, half, 1]);
-        let sin = self
-            .sin
-            .clone()
-            .slice([range, 0..half])
-            .reshape([1, 1, seq_len, half, 1]);
+        self.apply_seq_major(x.swap_dims(1, 2), start_pos)
+            .swap_dims(1, 2)
+    }
 
-        let pairs = x.reshape([batch, heads, seq_len, half, 2]);
-        let even = pairs.clone().narrow(4, 0, 1);
-        let odd = pairs.narrow(4, 1, 1);
-        let rotated_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
-        let rotated_odd = even * sin + odd * cos;
-        Tensor::cat(vec![rotated_even, rotated_odd], 4).reshape([batch, heads, seq_len, head_dim])
+    /// [`apply`](Self::apply) for `x` laid out position-major, `[batch, seq_len, heads,
+    /// head_dim]`, as the query and key projections produce it (no transposition needed).
+    ///
+    /// Each pair is rotated as `x ⊙ cos' + swap(x) ⊙ sin'`, where `cos'` repeats each
+    /// cosine twice, `sin'` is `(-sin, sin)` per pair and `swap` exchanges the two members
+    /// of every pair: `(x₀·cos − x₁·sin, x₁·cos + x₀·sin)`, the same products and sums as
+    /// Meta's complex multiplication, computed with contiguous element-wise operations.
+    pub(crate) fn apply_seq_major(&self, x: Tensor<B, 4>, start_pos: usize) -> Tensor<B, 4> {
+        let [batch, seq_len, heads, head_dim] = x.dims();
+        let half = head_dim / 2;
+        let device = x.device();
+        let range = start_pos..start_pos + seq_len;
+        let pairs = |a: Tensor<B, 2>, b: Tensor<B, 2>| {
+            Tensor::stack::<3>(vec![a, b], 2).reshape([seq_len, head_dim])
+        };
+        let cos = self.cos.clone().slice([range.clone(), 0..half]);
+        let sin = self.sin.clone().slice([range, 0..half]);
+        let mut cos = pairs(cos.clone(), cos);
+        let mut sin = pairs(sin.clone().neg(), sin);
+
+        // The tables broadcast over whole rows of `x` viewed as `[rows, table_len]`: one
+        // position covers `heads` rows of `head_dim`, so repeat the tables per head unless
+        // there is a single position.
+        let table_rows = if seq_len == 1 {
+            1
+        } else {
+            let repeat = |t: Tensor<B, 2>| {
+                t.reshape([seq_len, 1, head_dim])
+                    .repeat_dim(1, heads)
+                    .reshape([seq_len * heads, head_dim])
+            };
+            cos = repeat(cos);
+            sin = repeat(sin);
+            seq_len * heads
+        };
+        let table_len = table_rows * head_dim;
+        let rows = batch * seq_len * heads / table_rows;
+
+        let swap: Vec<i64> = (0..head_dim as i64).map(|i| i ^ 1).collect();
+        let swap = Tensor::<B, 1, Int>::from_data(TensorData::new(swap, [head_dim]), &device);
+        let x = x.reshape([batch * seq_len * heads, head_dim]);
+        let swapped = x.clone().select(1, swap).reshape([rows, table_len]);
+        let rotated = x.reshape([rows, table_len]) * cos.reshape([1, table_len])
+            + swapped * sin.reshape([1, table_len]);
+        rotated.reshape([batch, seq_len, heads, head_dim])
     }
 }
 
@@ -123,5 +152,52 @@ mod tests {
         ]]]];
         out.into_data()
             .assert_approx_eq::<f32>(&TensorData::from(expected), Tolerance::default());
+    }
+
+    /// Every head of every sequence is rotated by its own position, by the complex product
+    /// of Meta's `apply_rotary_emb`, whichever layout and number of positions.
+    #[test]
+    fn rotates_every_head_and_position() {
+        let device = Default::default();
+        let (batch, heads, seq_len, head_dim, start) = (2, 3, 5, 8, 4);
+        let rope = RotaryEmbeddingConfig::new(head_dim, 16).init::<TestBackend>(&device);
+        let n = batch * heads * seq_len * head_dim;
+        let values: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let x = Tensor::<TestBackend, 4>::from_data(
+            TensorData::new(values.clone(), [batch, heads, seq_len, head_dim]),
+            &device,
+        );
+        let mut expected = vec![0.0f32; n];
+        for (row, (out, x)) in expected
+            .chunks_mut(head_dim)
+            .zip(values.chunks(head_dim))
+            .enumerate()
+        {
+            let pos = (start + row % seq_len) as f32;
+            for i in 0..head_dim / 2 {
+                let freq = 1.0 / 10000f32.powf((2 * i) as f32 / head_dim as f32);
+                let (sin, cos) = ((pos * freq) as f64).sin_cos();
+                let (sin, cos) = (sin as f32, cos as f32);
+                out[2 * i] = x[2 * i] * cos - x[2 * i + 1] * sin;
+                out[2 * i + 1] = x[2 * i] * sin + x[2 * i + 1] * cos;
+            }
+        }
+        let expected = TensorData::new(expected, [batch, heads, seq_len, head_dim]);
+        rope.apply(x.clone(), start)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected, Tolerance::absolute(1e-6));
+        // One position at a time gives the same rotation.
+        for p in 0..seq_len {
+            rope.apply(x.clone().narrow(2, p, 1), start + p)
+                .into_data()
+                .assert_approx_eq::<f32>(
+                    &Tensor::<TestBackend, 4>::from_data(expected.clone(), &device)
+                        .narrow(2, p, 1)
+                        .into_data(),
+                    Tolerance::absolute(1e-6),
+                );
+        }
     }
 }
