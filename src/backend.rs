@@ -37,7 +37,12 @@ mod selected {
     pub const NAME: &str = "ndarray";
 }
 
-#[cfg(not(any(feature = "cuda", feature = "wgpu", feature = "flex", feature = "ndarray")))]
+#[cfg(not(any(
+    feature = "cuda",
+    feature = "wgpu",
+    feature = "flex",
+    feature = "ndarray"
+)))]
 compile_error!("enable one backend feature: ndarray, flex, wgpu or cuda");
 
 pub use selected::{NAME, Selected};

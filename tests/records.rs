@@ -13,7 +13,9 @@ fn assert_same_params(a: &Checkpoint, b: &Checkpoint, convert: impl Fn(f32) -> f
         let x = a.load_param(&spec.name).unwrap();
         let y = b.load_param(&spec.name).unwrap();
         assert!(
-            x.iter().zip(&y).all(|(p, q)| convert(*p).to_bits() == q.to_bits()),
+            x.iter()
+                .zip(&y)
+                .all(|(p, q)| convert(*p).to_bits() == q.to_bits()),
             "{what}: `{}` differs",
             spec.name
         );
@@ -38,20 +40,35 @@ fn records_round_trip_in_every_precision() {
         assert_same_params(&source, &record, convert, &dtype.to_string());
     }
     // Meta's weights are bf16, so a bf16 record is lossless and half the size.
-    let f32_size = std::fs::metadata(dir.path().join("tiny-f32.bpk")).unwrap().len();
-    let bf16_size = std::fs::metadata(dir.path().join("tiny-bf16.bpk")).unwrap().len();
-    assert!(bf16_size * 2 <= f32_size + 8192, "{bf16_size} vs {f32_size}");
+    let f32_size = std::fs::metadata(dir.path().join("tiny-f32.bpk"))
+        .unwrap()
+        .len();
+    let bf16_size = std::fs::metadata(dir.path().join("tiny-bf16.bpk"))
+        .unwrap()
+        .len();
+    assert!(
+        bf16_size * 2 <= f32_size + 8192,
+        "{bf16_size} vs {f32_size}"
+    );
 }
 
 #[test]
 fn a_loaded_record_computes_the_reference_logits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.bpk");
-    Checkpoint::open(tiny("hf-sharded")).unwrap().save_record(&path, StorageDtype::BF16).unwrap();
+    Checkpoint::open(tiny("hf-sharded"))
+        .unwrap()
+        .save_record(&path, StorageDtype::BF16)
+        .unwrap();
     let model = llama2_import::load_model::<B>(&path, &device()).unwrap();
     let ids = reference("prompt_2.ids").i64;
     let expected = reference("prompt_2.logits").f32;
-    let got: Vec<f32> = model.forward(tokens(&ids, 1)).into_data().convert::<f32>().to_vec().unwrap();
+    let got: Vec<f32> = model
+        .forward(tokens(&ids, 1))
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap();
     assert!(max_abs_diff(&got, &expected) <= tolerance());
 }
 
@@ -83,7 +100,12 @@ fn exported_safetensors_equal_the_transformers_checkpoint() {
     // The exported directory is itself a loadable checkpoint.
     let back = Checkpoint::open(&out).unwrap();
     assert_eq!(back.format, SourceFormat::HuggingFace);
-    assert_same_params(&Checkpoint::open(tiny("meta-1")).unwrap(), &back, |v| v, "re-import");
+    assert_same_params(
+        &Checkpoint::open(tiny("meta-1")).unwrap(),
+        &back,
+        |v| v,
+        "re-import",
+    );
 }
 
 #[test]
@@ -93,6 +115,9 @@ fn export_refuses_a_non_empty_directory_and_leaves_it_alone() {
     std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
     let error = llama2_import::export_hf(&model, dir.path(), StorageDtype::BF16).unwrap_err();
     assert!(error.to_string().contains("not empty"), "{error}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
+        "mine"
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

@@ -7,6 +7,7 @@
 //! | [`cache`] | — | the key/value cache for incremental decoding |
 //! | [`tokenizer`] | §2.1 | Meta's SentencePiece BPE tokenizer, exact to the `sentencepiece` package |
 //! | [`chat`] | §3.1 | the Llama 2-Chat dialog format (`[INST]`, `<<SYS>>`) |
+//! | `train` (feature `train`) | §2.2, §3.1 | pretraining and supervised fine-tuning on burn-train |
 //!
 //! The model computes what Meta's reference `model.py` computes: the same parameter names,
 //! the same interleaved-pair rotary convention and the same head grouping, so a checkpoint
@@ -17,6 +18,8 @@ pub mod chat;
 pub mod config;
 pub mod model;
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use cache::KvCache;
 pub use config::{ConfigError, LlamaConfig};
