@@ -176,7 +176,7 @@ fn one_step_matches_pytorch() {
         "loss {loss} vs PyTorch {ref_loss}"
     );
 
-    let mut grads = out.grads;
+    let grads = out.grads;
     for (name, id, rank, t) in named_params(&model) {
         let ours = grad_values::<AD>(&grads, id, rank, t);
         let diff = max_abs_diff(&ours, &r.get(&format!("grad.{name}")).1);
@@ -212,7 +212,6 @@ fn one_step_matches_pytorch() {
     // One AdamW step (β = (0.9, 0.95), ε 1e-5, decay 0.1 on matrices only) on
     // PyTorch's own gradients clipped to global norm 1.0, so that the optimizer
     // is compared alone.
-    let _ = grads;
     let coef = 1.0 / (ref_norm + 1e-6);
     let mut torch_grads = burn::optim::GradientsParams::new();
     for (name, id, rank, t) in named_params(&model) {
@@ -368,7 +367,8 @@ fn sft_mask_matches_chat_cases() {
     let longest = cases.iter().map(|c| c.1.len()).max().unwrap();
 
     // One example per window.
-    let data = SftDataset::from_files(&[path.clone()], &tok, longest - 1, false).unwrap();
+    let data =
+        SftDataset::from_files(std::slice::from_ref(&path), &tok, longest - 1, false).unwrap();
     assert_eq!(data.windows().len(), cases.len());
     for ((_, tokens, is_assistant), w) in cases.iter().zip(data.windows()) {
         let n = tokens.len();

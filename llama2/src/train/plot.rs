@@ -7,6 +7,9 @@ use plotters::prelude::*;
 use super::error::TrainError;
 use super::log::StepMetrics;
 
+/// Reads one value of a step.
+type Metric<'a> = &'a dyn Fn(&StepMetrics) -> f64;
+
 /// Draws loss (top) and learning rate (bottom) against the step into an SVG
 /// file.
 pub fn plot_curves(metrics: &[StepMetrics], path: &Path) -> Result<(), TrainError> {
@@ -22,7 +25,7 @@ pub fn plot_curves(metrics: &[StepMetrics], path: &Path) -> Result<(), TrainErro
     let (top, bottom) = root.split_vertically(400);
     let first = metrics[0].step as f64;
     let last = (metrics[metrics.len() - 1].step as f64).max(first + 1.0);
-    let curves: [(&str, &dyn Fn(&StepMetrics) -> f64, _, RGBColor); 2] = [
+    let curves: [(&str, Metric, _, RGBColor); 2] = [
         ("loss", &|m: &StepMetrics| m.loss, top, BLUE),
         ("learning rate", &|m: &StepMetrics| m.lr, bottom, RED),
     ];

@@ -172,7 +172,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         while self.step < end {
             let m = self.train_step(data, &mut order);
             let every = self.config.log_every;
-            if every > 0 && (m.step % every == 0 || m.step == end) {
+            if every > 0 && (m.step.is_multiple_of(every) || m.step == end) {
                 println!(
                     "step {:>6}/{} | loss {:.4} | ppl {:>9.2} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | epoch {:.2}",
                     m.step,
@@ -188,7 +188,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             log.push(m.clone())?;
             ran.push(m);
             let every = self.config.checkpoint_every;
-            if (every > 0 && self.step % every == 0) || self.step == end {
+            if (every > 0 && self.step.is_multiple_of(every)) || self.step == end {
                 self.save_checkpoint()?;
             }
         }
