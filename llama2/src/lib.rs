@@ -8,6 +8,7 @@
 //! | [`tokenizer`] | §2.1 | Meta's SentencePiece BPE tokenizer, exact to the `sentencepiece` package |
 //! | [`chat`] | §3.1 | the Llama 2-Chat dialog format (`[INST]`, `<<SYS>>`) |
 //! | [`generation`] | — | sampling (greedy, temperature, top-k, top-p) and Meta's `generate`, `text_completion`, `chat_completion` |
+//! | `train` (feature `train`) | §2.2, §3.1 | pretraining and supervised fine-tuning on burn-train |
 //!
 //! The model computes what Meta's reference `model.py` computes: the same parameter names,
 //! the same interleaved-pair rotary convention and the same head grouping, so a checkpoint
@@ -19,6 +20,8 @@ pub mod config;
 pub mod generation;
 pub mod model;
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use cache::KvCache;
 pub use config::{ConfigError, LlamaConfig};

@@ -1,0 +1,159 @@
+//! Atomic training checkpoints: model, optimizer state, scheduler state and
+//! data position.
+//!
+//! `<output_dir>/checkpoints/step-NNNNNNNN/` holds `model.mpk` and `optim.mpk`
+//! (burn records at full precision) and `state.json` ([`TrainState`]: step,
+//! data cursor, scheduler steps, config). A checkpoint is written into
+//! `step-NNNNNNNN.tmp/` and renamed into place when complete; then the file
+//! `latest` (itself written to a temporary file and renamed) names it. A crash
+//! at any moment leaves the previous checkpoint intact and `latest` pointing to
+//! a complete one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::data::cache::write_atomic;
+use super::error::TrainError;
+use crate::model::Llama;
+
+/// Where a run stands, besides the model and optimizer tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Samples (windows) consumed: the data position.
+    pub cursor: u64,
+    /// Steps taken by the learning-rate scheduler (its record).
+    pub scheduler_steps: usize,
+    /// The run's settings.
+    pub config: TrainConfig,
+}
+
+type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// The checkpoints directory of a run.
+pub fn checkpoints_dir(output_dir: &Path) -> PathBuf {
+    output_dir.join("checkpoints")
+}
+
+/// Writes a checkpoint and returns its directory; keeps the newest `keep`
+/// checkpoints (0: all).
+pub fn save<B, O>(
+    output_dir: &Path,
+    model: &Llama<B>,
+    optim: &O,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf, TrainError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Llama<B>, B>,
+{
+    let root = checkpoints_dir(output_dir);
+    let name = format!("step-{:08}", state.step);
+    let dir = root.join(&name);
+    let tmp = root.join(format!("{name}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    let rec = Rec::new();
+    let model_path = tmp.join("model");
+    rec.record(model.clone().into_record(), model_path.clone())
+        .map_err(|source| TrainError::Record {
+            path: model_path,
+            source,
+        })?;
+    let optim_path = tmp.join("optim");
+    rec.record(optim.to_record(), optim_path.clone())
+        .map_err(|source| TrainError::Record {
+            path: optim_path,
+            source,
+        })?;
+    let json = serde_json::to_vec_pretty(state).expect("state serializes");
+    write_atomic(&tmp.join("state.json"), &json)?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+    }
+    fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e))?;
+    write_atomic(&root.join("latest"), name.as_bytes())?;
+    if keep > 0 {
+        let mut all = list(&root)?;
+        all.sort();
+        let excess = all.len().saturating_sub(keep);
+        for old in all.into_iter().take(excess) {
+            if old != dir {
+                fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+            }
+        }
+    }
+    Ok(dir)
+}
+
+fn list(root: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(root).map_err(|e| TrainError::io(root, e))? {
+        let path = entry.map_err(|e| TrainError::io(root, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if path.is_dir()
+            && name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// The checkpoint named by `latest`, if any.
+pub fn latest(output_dir: &Path) -> Option<PathBuf> {
+    let root = checkpoints_dir(output_dir);
+    let name = fs::read_to_string(root.join("latest")).ok()?;
+    let dir = root.join(name.trim());
+    dir.join("state.json").exists().then_some(dir)
+}
+
+/// Reads a checkpoint into `model` and `optim`; returns its [`TrainState`].
+pub fn load<B, O>(
+    dir: &Path,
+    model: Llama<B>,
+    optim: O,
+    device: &B::Device,
+) -> Result<(Llama<B>, O, TrainState), TrainError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Llama<B>, B>,
+{
+    let rec = Rec::new();
+    let state_path = dir.join("state.json");
+    let text = fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    let state: TrainState = serde_json::from_slice(&text).map_err(|source| TrainError::Json {
+        path: state_path,
+        source,
+    })?;
+    let model_path = dir.join("model");
+    let record = rec
+        .load(model_path.clone(), device)
+        .map_err(|source| TrainError::Record {
+            path: model_path,
+            source,
+        })?;
+    let model = model.load_record(record);
+    let optim_path = dir.join("optim");
+    let record = rec
+        .load(optim_path.clone(), device)
+        .map_err(|source| TrainError::Record {
+            path: optim_path,
+            source,
+        })?;
+    let optim = optim.load_record(record);
+    Ok((model, optim, state))
+}

@@ -1,0 +1,59 @@
+//! Errors of training runs.
+
+use std::path::PathBuf;
+
+use burn::record::RecorderError;
+
+use super::data::DataError;
+
+/// Why a training run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint {path}: {source}")]
+    Record {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The underlying error.
+        source: RecorderError,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A JSON file is malformed.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: serde_json::Error,
+    },
+    /// `--resume` found no checkpoint.
+    #[error("no checkpoint to resume from in {0}")]
+    NoCheckpoint(PathBuf),
+    /// The loss plot could not be drawn.
+    #[error("plot {path}: {message}")]
+    Plot {
+        /// The image file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Per-step training metrics (loss, perplexity, learning rate, gradient norm,
+//! tokens/s), written as JSON lines and CSV.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::TrainError;
+
+/// Metrics of one optimizer step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// Optimizer step, from 1.
+    pub step: usize,
+    /// Mean token cross-entropy over the step's targets.
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Learning rate used by this step.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Target tokens of the step.
+    pub target_tokens: usize,
+    /// Input tokens processed per second.
+    pub tokens_per_s: f64,
+    /// Epoch (passes over the data) at the end of the step.
+    pub epoch: f64,
+}
+
+/// Append-only `metrics.jsonl` and `metrics.csv` in a run directory.
+pub struct MetricsLog {
+    jsonl: PathBuf,
+    csv: PathBuf,
+    /// Every step logged so far (including those of earlier, resumed runs).
+    pub history: Vec<StepMetrics>,
+}
+
+const CSV_HEADER: &str = "step,loss,perplexity,lr,grad_norm,target_tokens,tokens_per_s,epoch\n";
+
+impl MetricsLog {
+    /// Opens the log in `dir`, keeping the steps up to `keep_until` of an
+    /// earlier run (those a resumed run continues from) and dropping later ones.
+    pub fn open(dir: &Path, keep_until: usize) -> Result<Self, TrainError> {
+        fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        let jsonl = dir.join("metrics.jsonl");
+        let csv = dir.join("metrics.csv");
+        let history: Vec<StepMetrics> = match fs::read_to_string(&jsonl) {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<StepMetrics>(l).ok())
+                .filter(|m| m.step <= keep_until)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let log = Self {
+            jsonl,
+            csv,
+            history,
+        };
+        log.rewrite()?;
+        Ok(log)
+    }
+
+    fn rewrite(&self) -> Result<(), TrainError> {
+        let mut j = String::new();
+        let mut c = String::from(CSV_HEADER);
+        for m in &self.history {
+            j.push_str(&serde_json::to_string(m).expect("metrics serialize"));
+            j.push('\n');
+            c.push_str(&csv_line(m));
+        }
+        fs::write(&self.jsonl, j).map_err(|e| TrainError::io(&self.jsonl, e))?;
+        fs::write(&self.csv, c).map_err(|e| TrainError::io(&self.csv, e))
+    }
+
+    /// Records one step.
+    pub fn push(&mut self, m: StepMetrics) -> Result<(), TrainError> {
+        append(
+            &self.jsonl,
+            &(serde_json::to_string(&m).expect("serialize") + "\n"),
+        )?;
+        append(&self.csv, &csv_line(&m))?;
+        self.history.push(m);
+        Ok(())
+    }
+}
+
+fn csv_line(m: &StepMetrics) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{}\n",
+        m.step, m.loss, m.perplexity, m.lr, m.grad_norm, m.target_tokens, m.tokens_per_s, m.epoch
+    )
+}
+
+fn append(path: &Path, text: &str) -> Result<(), TrainError> {
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| TrainError::io(path, e))
+}

@@ -1,0 +1,45 @@
+//! Training: pretraining (Touvron et al., 2023, §2.2) and supervised
+//! fine-tuning (§3.1) on burn-train. Enabled by the `train` cargo feature.
+//!
+//! | module | paper | contents |
+//! |---|---|---|
+//! | [`data`] | §2.2, §3.1 | token caches, packed text windows, SFT examples with prompt-masked targets, batches |
+//! | [`loss`] | §3.1 | masked token cross-entropy |
+//! | [`step`] | — | burn-train `TrainStep` / `InferenceStep` for [`Llama`](crate::Llama) |
+//! | [`optim`] | §2.2 | AdamW (0.9, 0.95), ε 1e-5, weight decay 0.1 except on norms |
+//! | [`clip`] | §2.2 | gradient clipping by global norm 1.0 |
+//! | [`schedule`] | §2.2 | linear warmup, cosine decay to 10% of the peak |
+//! | [`config`] | §2.2 | run settings (JSON) |
+//! | [`trainer`] | — | the loop: accumulation, clipping, scheduler, logging, checkpoints |
+//! | [`checkpoint`] | — | atomic, resumable checkpoints |
+//! | [`log`], [`plot`] | — | per-step metrics (JSONL, CSV) and SVG curves |
+//! | [`pretrain`], [`sft`] | §2.2, §3.1 | the two runs |
+
+pub mod checkpoint;
+pub mod clip;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod log;
+pub mod loss;
+pub mod optim;
+pub mod plot;
+pub mod pretrain;
+pub mod schedule;
+pub mod sft;
+pub mod step;
+pub mod trainer;
+
+pub use clip::{clip_grad_norm, global_grad_norm};
+pub use config::TrainConfig;
+pub use data::{
+    CausalLmBatch, DataError, IGNORE_INDEX, PackedTextDataset, SftDataset, TokenWindow,
+};
+pub use error::TrainError;
+pub use log::StepMetrics;
+pub use optim::{LlamaAdamW, OptimConfig};
+pub use pretrain::{PretrainConfig, pretrain};
+pub use schedule::{WarmupCosine, WarmupCosineConfig};
+pub use sft::{SftConfig, finetune, paper_sft_config};
+pub use step::{CausalLmOutput, CausalLmOutputSync};
+pub use trainer::Trainer;
