@@ -71,12 +71,35 @@ pub enum ImportError {
 }
 
 impl ImportError {
+    /// A read error, reported as [`MissingFile`](Self::MissingFile) when the file is absent.
+    pub(crate) fn read(path: &std::path::Path, what: &'static str, source: std::io::Error) -> Self {
+        match source.kind() {
+            std::io::ErrorKind::NotFound => Self::MissingFile {
+                path: path.to_path_buf(),
+                what,
+            },
+            _ => Self::io(path, source),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
             source,
         }
     }
+}
+
+/// Reads and parses a JSON configuration file (`what` names it in a missing-file error).
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &'static str,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError::read(path, what, e))?;
+    serde_json::from_str(&text).map_err(|e| ImportError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Result of this crate's operations.

@@ -82,17 +82,7 @@ pub struct HfConfig {
 impl HfConfig {
     /// Reads and parses `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ImportError::MissingFile {
-                path: path.to_path_buf(),
-                what: "Hugging Face model configuration",
-            },
-            _ => ImportError::io(path, e),
-        })?;
-        serde_json::from_str(&text).map_err(|e| ImportError::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        crate::error::read_json(path, "Hugging Face model configuration")
     }
 
     /// The model configuration; an error names what Llama 2 does not support.
@@ -197,13 +187,8 @@ struct StoredTensor {
 }
 
 fn map_file(path: &Path) -> Result<Vec<(String, StoredTensor)>> {
-    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ImportError::MissingFile {
-            path: path.to_path_buf(),
-            what: "safetensors shard",
-        },
-        _ => ImportError::io(path, e),
-    })?;
+    let file =
+        std::fs::File::open(path).map_err(|e| ImportError::read(path, "safetensors shard", e))?;
     // SAFETY: the file is opened read-only and only read; the loader reports a modified or
     // truncated file through safetensors' bounds checks made at open time.
     let map = Rc::new(unsafe { Mmap::map(&file) }.map_err(|e| ImportError::io(path, e))?);

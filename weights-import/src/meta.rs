@@ -53,17 +53,7 @@ pub struct MetaParams {
 impl MetaParams {
     /// Reads and parses `params.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ImportError::MissingFile {
-                path: path.to_path_buf(),
-                what: "Meta model parameters",
-            },
-            _ => ImportError::io(path, e),
-        })?;
-        serde_json::from_str(&text).map_err(|e| ImportError::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        crate::error::read_json(path, "Meta model parameters")
     }
 
     /// The model configuration, with the vocabulary size taken from the embedding when the
