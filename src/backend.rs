@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | `cuda` | [`burn::backend::Cuda`] | first NVIDIA GPU |
 //! | `wgpu` | [`burn::backend::Wgpu`] | default wgpu adapter (Vulkan, Metal, DX12; lavapipe on CPU) |
-//! | `flex` | [`burn::backend::Flex`] | CPU |
-//! | `ndarray` (default) | [`burn::backend::NdArray`] | CPU |
+//! | `flex` (default) | [`burn::backend::Flex`] | CPU |
+//! | `ndarray` | [`burn::backend::NdArray`] | CPU |
 //!
 //! When several features are enabled the first one in the table wins. [`Selected`] is that
 //! backend and [`SelectedAutodiff`] is it wrapped for training.

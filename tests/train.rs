@@ -184,12 +184,17 @@ fn one_step_matches_pytorch() {
     }
     let ref_norm = r.get("grad_norm").1[0];
     let norm = llama2_burn::model::train::global_grad_norm::<AD, _>(&model, &grads);
-    // Relative 1e-4: burn's gradients differ from PyTorch's by ~2.6e-5 relative
-    // (PyTorch f32 agrees with f64 to 3e-8), growing from the output towards the
-    // first layer; see the report in the commit message.
     eprintln!("loss {loss} vs {ref_loss}; grad norm {norm} vs {ref_norm}");
+    // Within 1e-4 absolute (Flex: ~5e-7). NdArray's SIMD `recip`, which burn-autodiff's
+    // division and log backward use, is an approximate reciprocal: there the norm is
+    // ~2.6e-5 relative off, so NdArray is held to 1e-4 relative instead.
+    let tolerance = if backend::NAME == "ndarray" {
+        1e-4 * ref_norm
+    } else {
+        1e-4
+    };
     assert!(
-        (norm - ref_norm).abs() < 1e-4 * ref_norm,
+        (norm - ref_norm).abs() < tolerance,
         "grad norm {norm} vs PyTorch {ref_norm}"
     );
 
