@@ -7,7 +7,7 @@
 //! cargo run --release --example finetune
 //! # a real model on a GPU (the paper's settings: lr 2e-5, cosine, wd 0.1, 64 × 4096 tokens):
 //! cargo run --release --example finetune --no-default-features --features cuda -- \
-//!     --model Llama-2-7b-hf --tokenizer tokenizer.model --data sft.jsonl --paper --steps 1000
+//!     --model Llama-2-7b-hf --tokenizer tokenizer.model --data sft.jsonl --paper
 //! ```
 //!
 //! `--model` takes a record file, a Meta checkpoint directory or a Hugging Face
@@ -21,9 +21,7 @@ use clap::Parser;
 use llama2_burn::backend::{self, SelectedAutodiff};
 use llama2_burn::import::{StorageDtype, load_model, save_model};
 use llama2_burn::model::Tokenizer;
-use llama2_burn::model::train::{
-    SftConfig, TrainConfig, WarmupCosineConfig, finetune, paper_sft_config,
-};
+use llama2_burn::model::train::{SftConfig, TrainConfig, WarmupCosineConfig, finetune};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -43,15 +41,19 @@ struct Args {
     /// An SftConfig JSON; flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Start from the paper's §3.1 settings (lr 2e-5, 64 × 4096 tokens per step).
+    /// Start from the paper's §3.1 settings (lr 2e-5, cosine, weight decay 0.1,
+    /// 64 × 4096 tokens per step, 2 epochs).
     #[arg(long)]
     paper: bool,
     /// Print the effective config as JSON and exit.
     #[arg(long)]
     print_config: bool,
-    /// Optimizer steps.
-    #[arg(long)]
+    /// Optimizer steps (instead of epochs).
+    #[arg(long, conflicts_with = "epochs")]
     steps: Option<usize>,
+    /// Passes over the data (`--paper`: 2); the steps follow from the data size.
+    #[arg(long)]
+    epochs: Option<f64>,
     /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
@@ -91,9 +93,7 @@ fn main() -> anyhow::Result<()> {
         Some(path) => {
             SftConfig::load(path).with_context(|| format!("config {}", path.display()))?
         }
-        None if args.paper => {
-            SftConfig::new(paper_sft_config(args.steps.unwrap_or(1000)), default_data)
-        }
+        None if args.paper => SftConfig::paper(default_data),
         None => SftConfig::new(
             TrainConfig::new()
                 .with_steps(60)
@@ -118,9 +118,13 @@ fn main() -> anyhow::Result<()> {
     if args.no_pack {
         config.pack = false;
     }
+    if let Some(v) = args.epochs {
+        config.epochs = Some(v);
+    }
     let t = &mut config.train;
     if let Some(v) = args.steps {
         t.steps = v;
+        config.epochs = None;
     }
     if let Some(v) = args.lr {
         t.schedule.peak_lr = v;
@@ -169,10 +173,13 @@ fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(&config.train.output_dir);
     std::fs::create_dir_all(&out)?;
     config.save(out.join("config.json"))?;
+    let length = match config.epochs {
+        Some(epochs) => format!("{epochs} epochs"),
+        None => format!("{} steps", config.train.steps),
+    };
     println!(
-        "fine-tuning on {} ({} steps, backend {})",
+        "fine-tuning on {} ({length}, backend {})",
         config.data.join(", "),
-        config.train.steps,
         backend::NAME
     );
     let (model, metrics) = finetune(model, &config, &tokenizer, args.resume, &device)?;

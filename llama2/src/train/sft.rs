@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use burn::config::Config;
+use burn::data::dataset::Dataset;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::config::TrainConfig;
@@ -18,8 +19,9 @@ use crate::tokenizer::Tokenizer;
 
 /// The paper's §3.1 settings: "a cosine learning rate schedule with an initial
 /// learning rate of 2 × 10⁻⁵, a weight decay of 0.1, a batch size of 64, and a
-/// sequence length of 4096 tokens", 2 epochs. The paper gives no warmup; we
-/// use 3% of the steps, and the same 10% floor as pretraining.
+/// sequence length of 4096 tokens", for `steps` optimizer steps. The paper gives
+/// no warmup; we use 3% of the steps, and the same 10% floor as pretraining.
+/// [`SftConfig::paper`] counts the steps from the paper's 2 epochs instead.
 pub fn paper_sft_config(steps: usize) -> TrainConfig {
     TrainConfig::new()
         .with_steps(steps)
@@ -45,9 +47,25 @@ pub struct SftConfig {
     /// Pack several examples per window.
     #[config(default = true)]
     pub pack: bool,
+    /// Passes over the data; when set, it replaces `train.steps` by
+    /// `ceil(epochs · windows / windows per step)` once the data is read.
+    #[config(default = "None")]
+    pub epochs: Option<f64>,
+    /// Warmup as a fraction of the steps; when set, it replaces
+    /// `train.schedule.warmup_steps` once the number of steps is known.
+    #[config(default = "None")]
+    pub warmup_ratio: Option<f64>,
 }
 
 impl SftConfig {
+    /// The paper's §3.1 run on `data`: [`paper_sft_config`] for 2 epochs, with
+    /// 3% warmup.
+    pub fn paper(data: Vec<String>) -> Self {
+        Self::new(paper_sft_config(0), data)
+            .with_epochs(Some(2.0))
+            .with_warmup_ratio(Some(0.03))
+    }
+
     /// Reads and encodes the examples.
     pub fn dataset(&self, tokenizer: &Tokenizer) -> Result<SftDataset, TrainError> {
         let paths: Vec<PathBuf> = self.data.iter().map(PathBuf::from).collect();
@@ -57,6 +75,22 @@ impl SftConfig {
             self.train.seq_len,
             self.pack,
         )?)
+    }
+
+    /// The loop's settings for a dataset of `windows` windows: the steps from
+    /// [`SftConfig::epochs`] and the warmup from [`SftConfig::warmup_ratio`],
+    /// where set.
+    pub fn resolved_train(&self, windows: usize) -> TrainConfig {
+        let mut train = self.train.clone();
+        if let Some(epochs) = self.epochs {
+            let per_step = train.micro_batch_size * train.accumulation_steps();
+            let steps = (epochs * windows as f64 / per_step.max(1) as f64).ceil();
+            train.steps = (steps as usize).max(1);
+        }
+        if let Some(ratio) = self.warmup_ratio {
+            train.schedule.warmup_steps = (ratio * train.steps as f64).ceil() as usize;
+        }
+        train
     }
 }
 
@@ -70,11 +104,33 @@ pub fn finetune<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(Llama<B>, Vec<StepMetrics>), TrainError> {
     let data = config.dataset(tokenizer)?;
+    let train = config.resolved_train(data.len());
     let mut trainer = if resume {
-        Trainer::resume(model, config.train.clone(), device)?
+        Trainer::resume(model, train, device)?
     } else {
-        Trainer::new(model, config.train.clone(), device)
+        Trainer::new(model, train, device)
     };
     let metrics = trainer.fit(&data, None)?;
     Ok((trainer.model, metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_run_counts_two_epochs_of_64_sequence_steps() {
+        let config = SftConfig::paper(vec!["data.jsonl".into()]);
+        // 1000 windows of 4096 tokens, 64 windows per step: 2 epochs = 31.25 → 32 steps.
+        let train = config.resolved_train(1000);
+        assert_eq!(train.accumulation_steps(), 64);
+        assert_eq!(train.steps, 32);
+        assert_eq!(train.schedule.warmup_steps, 1);
+        assert_eq!(train.schedule.peak_lr, 2e-5);
+        assert_eq!(train.optim.weight_decay, 0.1);
+        // Without epochs the configured steps stand.
+        let fixed = SftConfig::new(paper_sft_config(500), vec![]);
+        assert_eq!(fixed.resolved_train(1000).steps, 500);
+        assert_eq!(fixed.resolved_train(1000).schedule.warmup_steps, 15);
+    }
 }
