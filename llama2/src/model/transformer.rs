@@ -14,6 +14,7 @@ use super::rms_norm::{RmsNorm, RmsNormConfig};
 use super::rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
+use crate::lora::LoraConfig;
 
 /// Llama 2. Parameter paths are Meta's: `tok_embeddings.weight`,
 /// `layers.{i}.attention.{wq,wk,wv,wo}.weight`, `layers.{i}.feed_forward.{w1,w2,w3}.weight`,
@@ -33,6 +34,8 @@ pub struct Llama<B: Backend> {
     pub rope: RotaryEmbedding<B>,
     /// The hyper-parameters the model was built from.
     pub config: LlamaConfig,
+    /// The configuration of the attached LoRA adapters, if any (see [`crate::lora`]).
+    pub lora: Option<LoraConfig>,
 }
 
 impl<B: Backend> Llama<B> {
@@ -64,6 +67,7 @@ impl<B: Backend> Llama<B> {
                 .with_theta(config.rope_theta)
                 .init(device),
             config: config.clone(),
+            lora: None,
         }
     }
 
