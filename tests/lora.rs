@@ -677,9 +677,8 @@ mod training {
         // No dropout: the resumed run must draw nothing the uninterrupted one did not.
         let lora = LoraConfig::new().with_rank(2).with_dropout(0.0);
         let tok = tokenizer();
-        // The same initial adapters for both runs (materialised once, then shared by clones).
+        // The same initial adapters for both runs: clones share the adapters drawn by attach.
         let start = lora.attach(chat_model()).unwrap();
-        let _ = start.lora_weights();
         let full = sft_config(&tmp.path().join("full"), 6, lora.clone());
         let data = full.dataset(&tok).unwrap();
         let mut whole = Trainer::new(start.clone(), full.train.clone(), &device());

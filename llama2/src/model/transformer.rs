@@ -19,7 +19,8 @@ use crate::lora::LoraConfig;
 /// Llama 2. Parameter paths are Meta's: `tok_embeddings.weight`,
 /// `layers.{i}.attention.{wq,wk,wv,wo}.weight`, `layers.{i}.feed_forward.{w1,w2,w3}.weight`,
 /// `layers.{i}.{attention_norm,ffn_norm}.weight`, `norm.weight`, `output.weight` (linear
-/// weights stored `[in, out]`, Burn's layout).
+/// weights stored `[in, out]`, Burn's layout). LoRA adapters, when attached
+/// ([`crate::lora`]), add `layers.{i}.attention.wq_lora.lora_{a,b}.weight` and the like.
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
     /// Token embeddings, `[vocab_size, dim]`.
