@@ -174,22 +174,23 @@ fn unsupported(path: &Path, message: impl Into<String>) -> ImportError {
     }
 }
 
-/// Reads a PEFT adapter directory into a [`LoraConfig`] (targets are the projections that
-/// have tensors in `adapter_model.safetensors`).
+/// Reads a PEFT adapter directory into a [`LoraConfig`]. The targets are the projections
+/// that have tensors in `adapter_model.safetensors` (`target_modules` may name modules by
+/// pattern or list modules of other architectures).
 pub fn read_peft_config(dir: impl AsRef<Path>) -> Result<LoraConfig> {
     let dir = dir.as_ref();
     let (config, _) = read_peft(dir)?;
     Ok(config)
 }
 
-/// The configuration and the stored tensors by site, `(A, B)` as PEFT stores them.
-#[allow(clippy::type_complexity)]
-fn read_peft(
-    dir: &Path,
-) -> Result<(
-    LoraConfig,
-    BTreeMap<LoraSite, [Option<(Vec<usize>, Vec<f32>)>; 2]>,
-)> {
+/// A stored tensor: shape and f32 values.
+type Stored = (Vec<usize>, Vec<f32>);
+
+/// The stored `[A, B]` of each site.
+type StoredSites = BTreeMap<LoraSite, [Option<Stored>; 2]>;
+
+/// The configuration and the stored `[A, B]` of each site, as PEFT stores them.
+fn read_peft(dir: &Path) -> Result<(LoraConfig, StoredSites)> {
     let config_path = dir.join(ADAPTER_CONFIG);
     let peft: PeftConfig = crate::error::read_json(&config_path, "PEFT adapter_config.json")?;
     if let Some(message) = peft.unsupported() {
@@ -204,7 +205,7 @@ fn read_peft(
     })?;
     let mut names = file.names();
     names.sort();
-    let mut tensors: BTreeMap<LoraSite, [Option<(Vec<usize>, Vec<f32>)>; 2]> = BTreeMap::new();
+    let mut tensors = StoredSites::new();
     for name in names {
         let (site, a) = parse_name(name).ok_or_else(|| ImportError::UnknownTensor {
             path: path.clone(),
@@ -264,7 +265,7 @@ pub fn load_peft<B: Backend>(model: Llama<B>, dir: impl AsRef<Path>) -> Result<L
         let [[d_input, rank], [_, d_output]] = config.shapes(&model, site);
         let stored = tensors.remove(&site).unwrap_or_default();
         let [a, b] = stored;
-        let take = |t: Option<(Vec<usize>, Vec<f32>)>, is_a: bool| {
+        let take = |t: Option<Stored>, is_a: bool| {
             let name = peft_name(site, is_a);
             let expected = if is_a {
                 vec![rank, d_input]

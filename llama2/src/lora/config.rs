@@ -158,11 +158,6 @@ impl LoraConfig {
         self
     }
 
-    /// Whether `target` gets an adapter.
-    pub fn adapts(&self, target: LoraTarget) -> bool {
-        self.targets.contains(&target)
-    }
-
     /// Checks that the configuration describes adapters: a positive rank, a finite `α`, a
     /// dropout probability in `[0, 1)` and at least one target, none repeated.
     pub fn validate(&self) -> Result<(), LoraError> {
@@ -193,7 +188,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_peft_like() {
+    fn defaults_and_scale() {
         let c = LoraConfig::new();
         assert_eq!(c.rank, 8);
         assert_eq!(c.alpha, 16.0);
