@@ -32,6 +32,10 @@ struct Args {
     /// A Burn record file, or a Meta or Hugging Face directory.
     #[arg(long, default_value_os_t = common::default_model())]
     model: PathBuf,
+    /// LoRA adapters to merge into the model: an adapters file from the finetune
+    /// example or a Hugging Face PEFT directory.
+    #[arg(long)]
+    adapters: Option<PathBuf>,
     /// SentencePiece tokenizer.model (or tokenizer.json).
     #[arg(long, default_value_os_t = common::default_tokenizer())]
     tokenizer: PathBuf,
@@ -63,7 +67,10 @@ fn real_main(args: Args) -> Result<()> {
     common::init_logging();
     let tokenizer = common::load_tokenizer(&args.tokenizer)?;
     let dialogs = args.dialog.as_ref().map(load_dialogs).transpose()?;
-    let model = common::load_model(&args.model)?;
+    let mut model = common::load_model(&args.model)?;
+    if let Some(path) = &args.adapters {
+        model = common::apply_adapters(model, path)?;
+    }
     let generator = Generator::new(&model, &tokenizer)?;
     let options = GenerationOptions::new(args.max_new_tokens)
         .with_sampler(SamplerConfig::new(args.temperature, args.top_p).with_seed(args.seed));

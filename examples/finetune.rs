@@ -1,6 +1,7 @@
-//! Supervised fine-tuning (paper §3.1): full fine-tuning of a Llama 2 model on
-//! JSONL dialogs in the Llama 2-Chat format, with the loss on the answer
-//! tokens only.
+//! Supervised fine-tuning (paper §3.1) of a Llama 2 model on JSONL dialogs in
+//! the Llama 2-Chat format, with the loss on the answer tokens only: full
+//! fine-tuning, or LoRA adapters (Hu et al., 2021) on a frozen base with
+//! `--lora`.
 //!
 //! ```text
 //! # the repository's tiny model and example data, on CPU:
@@ -8,10 +9,20 @@
 //! # a real model on a GPU (the paper's settings: lr 2e-5, cosine, wd 0.1, 64 × 4096 tokens):
 //! cargo run --release --example finetune --no-default-features --features cuda -- \
 //!     --model Llama-2-7b-hf --tokenizer tokenizer.model --data sft.jsonl --paper
+//! # LoRA on the attention and feed-forward projections, also writing the merged model:
+//! cargo run --release --example finetune --no-default-features --features cuda -- \
+//!     --model Llama-2-7b-hf --tokenizer tokenizer.model --data sft.jsonl --lr 2e-4 \
+//!     --lora --lora-rank 16 --lora-alpha 32 --lora-ffn --merge
 //! ```
 //!
 //! `--model` takes a record file, a Meta checkpoint directory or a Hugging Face
 //! directory. Rows are `{"messages": [...]}` or `{"prompt": ..., "completion": ...}`.
+//!
+//! The run directory gets `model.mpk` (full fine-tuning), or with `--lora`
+//! `adapters.safetensors` (the adapters and their configuration; `generate
+//! --adapters` and `chat --adapters` take it) and `peft/` (the same adapters
+//! in Hugging Face PEFT's layout), plus `model.mpk` with the adapters merged
+//! when `--merge` is given.
 
 use std::path::PathBuf;
 
@@ -19,8 +30,9 @@ use anyhow::Context;
 use burn::config::Config;
 use clap::Parser;
 use llama2_burn::backend::{self, SelectedAutodiff};
-use llama2_burn::import::{StorageDtype, load_model, save_model};
+use llama2_burn::import::{StorageDtype, load_model, save_model, save_peft};
 use llama2_burn::model::Tokenizer;
+use llama2_burn::model::lora::{LoraConfig, save_adapters};
 use llama2_burn::model::train::{SftConfig, TrainConfig, WarmupCosineConfig, finetune};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -78,6 +90,27 @@ struct Args {
     /// Continue from the latest checkpoint in the run directory.
     #[arg(long)]
     resume: bool,
+    /// Train LoRA adapters on a frozen base instead of every weight.
+    #[arg(long)]
+    lora: bool,
+    /// LoRA rank r [default: 8].
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// LoRA alpha; the update is scaled by alpha / r [default: 16].
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// Dropout on the adapter inputs [default: 0.05].
+    #[arg(long)]
+    lora_dropout: Option<f64>,
+    /// Adapt the feed-forward projections (w1, w2, w3) too, not only attention.
+    #[arg(long)]
+    lora_ffn: bool,
+    /// Scale the update by alpha / sqrt(r) (rsLoRA).
+    #[arg(long)]
+    lora_rslora: bool,
+    /// With LoRA, also write the model with the adapters merged (model.mpk).
+    #[arg(long)]
+    merge: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -144,6 +177,35 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = &args.out {
         t.output_dir = v.display().to_string();
     }
+    let lora_flags = args.lora_rank.is_some()
+        || args.lora_alpha.is_some()
+        || args.lora_dropout.is_some()
+        || args.lora_ffn
+        || args.lora_rslora;
+    if args.lora || lora_flags {
+        let mut lora = config.lora.take().unwrap_or_else(LoraConfig::new);
+        if let Some(v) = args.lora_rank {
+            lora.rank = v;
+        }
+        if let Some(v) = args.lora_alpha {
+            lora.alpha = v;
+        }
+        if let Some(v) = args.lora_dropout {
+            lora.dropout = v;
+        }
+        if args.lora_ffn {
+            lora = lora.with_feed_forward();
+        }
+        if args.lora_rslora {
+            lora.rslora = true;
+        }
+        lora.validate()?;
+        config.lora = Some(lora);
+    }
+    anyhow::ensure!(
+        !args.merge || config.lora.is_some(),
+        "--merge merges LoRA adapters: it needs --lora"
+    );
     if args.print_config {
         println!("{config}");
         return Ok(());
@@ -178,14 +240,42 @@ fn main() -> anyhow::Result<()> {
         None => format!("{} steps", config.train.steps),
     };
     println!(
-        "fine-tuning on {} ({length}, backend {})",
+        "fine-tuning on {} ({length}, backend {}{})",
         config.data.join(", "),
-        backend::NAME
+        backend::NAME,
+        match &config.lora {
+            Some(l) => format!(
+                ", LoRA rank {} alpha {} on {}",
+                l.rank,
+                l.alpha,
+                l.targets
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            None => String::new(),
+        }
     );
     let (model, metrics) = finetune(model, &config, &tokenizer, args.resume, &device)?;
     if let (Some(first), Some(last)) = (metrics.first(), metrics.last()) {
         println!("answer-token loss {:.4} → {:.4}", first.loss, last.loss);
     }
+    if model.lora.is_some() {
+        let path = out.join("adapters.safetensors");
+        save_adapters(&model, &path)?;
+        println!("wrote {}", path.display());
+        let peft = out.join("peft");
+        if peft.exists() {
+            std::fs::remove_dir_all(&peft)?;
+        }
+        save_peft(&model, &peft)?;
+        println!("wrote {}", peft.display());
+        if !args.merge {
+            return Ok(());
+        }
+    }
+    let model = model.merge_lora();
     save_model(&model, out.join("model.mpk"), StorageDtype::F32)?;
     println!("wrote {}", out.join("model.mpk").display());
     Ok(())

@@ -31,6 +31,10 @@ struct Args {
     /// A Burn record file, or a Meta (params.json + consolidated.*.pth) or Hugging Face directory.
     #[arg(long, default_value_os_t = common::default_model())]
     model: PathBuf,
+    /// LoRA adapters to merge into the model: an adapters file from the finetune
+    /// example or a Hugging Face PEFT directory.
+    #[arg(long)]
+    adapters: Option<PathBuf>,
     /// SentencePiece tokenizer.model (or tokenizer.json).
     #[arg(long, default_value_os_t = common::default_tokenizer())]
     tokenizer: PathBuf,
@@ -97,7 +101,10 @@ fn real_main(args: Args) -> Result<()> {
         .with_echo(args.echo)
         .with_stop_at_eos(!args.ignore_eos)
         .with_stop_sequences(args.stop.iter().cloned());
-    let model = common::load_model(&args.model)?;
+    let mut model = common::load_model(&args.model)?;
+    if let Some(path) = &args.adapters {
+        model = common::apply_adapters(model, path)?;
+    }
     let generator = Generator::new(&model, &tokenizer)?;
 
     let start = Instant::now();

@@ -55,6 +55,27 @@ pub fn load_model(path: &Path) -> Result<Llama<Selected>> {
     Ok(model)
 }
 
+/// Attaches LoRA adapters to `model` and merges them into its weights (the same outputs,
+/// no extra cost per token): an adapters file written by `finetune`
+/// (`adapters.safetensors`) or a Hugging Face PEFT directory (`adapter_config.json` +
+/// `adapter_model.safetensors`).
+pub fn apply_adapters(model: Llama<Selected>, path: &Path) -> Result<Llama<Selected>> {
+    let model = if llama2_burn::import::peft::is_peft_dir(path) {
+        llama2_burn::import::load_peft(model, path)?
+    } else {
+        llama2_burn::model::lora::load_adapters(model, path)?
+    };
+    let lora = model.lora.clone().expect("adapters attached");
+    tracing::info!(
+        "merged LoRA adapters from {}: rank {}, alpha {}, {} projections",
+        path.display(),
+        lora.rank,
+        lora.alpha,
+        model.lora_sites().len()
+    );
+    Ok(model.merge_lora())
+}
+
 /// Parses `1,2,3` (spaces allowed) into ids.
 pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
     let ids = s

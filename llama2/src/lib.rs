@@ -8,6 +8,7 @@
 //! | [`tokenizer`] | §2.1 | Meta's SentencePiece BPE tokenizer, exact to the `sentencepiece` package |
 //! | [`chat`] | §3.1 | the Llama 2-Chat dialog format (`[INST]`, `<<SYS>>`) |
 //! | [`generation`] | — | sampling (greedy, temperature, top-k, top-p) and Meta's `generate`, `text_completion`, `chat_completion` |
+//! | [`lora`] | — | LoRA adapters (Hu et al., 2021): attach, freeze, merge, save and load |
 //! | `train` (feature `train`) | §2.2, §3.1 | pretraining and supervised fine-tuning on burn-train |
 //!
 //! The model computes what Meta's reference `model.py` computes: the same parameter names,
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod generation;
+pub mod lora;
 pub mod model;
 pub mod tokenizer;
 #[cfg(feature = "train")]
@@ -25,6 +27,7 @@ pub mod train;
 
 pub use cache::KvCache;
 pub use config::{ConfigError, LlamaConfig};
+pub use lora::{LoraConfig, LoraError};
 pub use model::Llama;
 pub use tokenizer::Tokenizer;
 

@@ -61,6 +61,9 @@ pub enum ImportError {
         tensor: String,
         dtype: String,
     },
+    /// LoRA adapters could not be attached.
+    #[error(transparent)]
+    Lora(#[from] llama2::lora::LoraError),
     /// Reading a tensor's bytes failed.
     #[error("{path}: cannot read tensor `{tensor}`: {message}")]
     TensorData {

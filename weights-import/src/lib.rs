@@ -6,6 +6,7 @@
 //! | [`hf`] | Hugging Face `config.json` + safetensors (single or sharded), q/k un-permuted |
 //! | [`record`] | llama2-burn record files (burnpack, f32 / f16 / bf16) |
 //! | [`export`] | back out to Hugging Face safetensors |
+//! | [`peft`] | LoRA adapters in Hugging Face PEFT's layout, both ways |
 //! | [`layout`] | parameter names, shapes, shard splits and the rotary permutation |
 //! | [`checkpoint`] | the lazily loaded [`Checkpoint`] every source opens into |
 //! | [`error`] | [`ImportError`], which names the file and tensor at fault |
@@ -27,6 +28,7 @@ pub mod export;
 pub mod hf;
 pub mod layout;
 pub mod meta;
+pub mod peft;
 pub mod record;
 
 use std::path::Path;
@@ -37,6 +39,7 @@ use llama2::Llama;
 pub use checkpoint::{Checkpoint, SourceFormat};
 pub use dtype::StorageDtype;
 pub use error::{ImportError, Result};
+pub use peft::{load_peft, save_peft};
 
 /// Loads a model from a record file, a Meta checkpoint directory or a Hugging Face
 /// directory.
@@ -44,20 +47,38 @@ pub fn load_model<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Res
     Checkpoint::open(path)?.into_model(device)
 }
 
-/// Saves a model as a record file in `dtype`.
+/// Saves a model as a record file in `dtype`. A model with LoRA adapters attached is
+/// refused: merge them first ([`Llama::merge_lora`]) or save them on their own
+/// ([`llama2::lora::save_adapters`], [`save_peft`]).
 pub fn save_model<B: Backend>(
     model: &Llama<B>,
     path: impl AsRef<Path>,
     dtype: StorageDtype,
 ) -> Result<()> {
+    refuse_adapters(model, path.as_ref())?;
     Checkpoint::from_model(model).save_record(path, dtype)
 }
 
-/// Exports a model as a Hugging Face `LlamaForCausalLM` directory in `dtype`.
+/// Exports a model as a Hugging Face `LlamaForCausalLM` directory in `dtype`. A model with
+/// LoRA adapters attached is refused, as by [`save_model`].
 pub fn export_hf<B: Backend>(
     model: &Llama<B>,
     dir: impl AsRef<Path>,
     dtype: StorageDtype,
 ) -> Result<()> {
+    refuse_adapters(model, dir.as_ref())?;
     Checkpoint::from_model(model).save_hf(dir, dtype)
+}
+
+/// Records and exports hold base weights only; writing a model with adapters would drop them.
+fn refuse_adapters<B: Backend>(model: &Llama<B>, path: &Path) -> Result<()> {
+    match model.lora {
+        Some(_) => Err(ImportError::Unsupported {
+            path: path.to_path_buf(),
+            message: "the model has LoRA adapters attached: merge them (Llama::merge_lora) \
+                      or save them on their own (save_adapters, save_peft)"
+                .into(),
+        }),
+        None => Ok(()),
+    }
 }

@@ -8,9 +8,10 @@ use burn::module::{Initializer, Module};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{DType, Tensor, activation::softmax, backend::Backend};
 
-use super::linear_rows;
+use super::adapted_rows;
 use super::rotary::RotaryEmbedding;
 use crate::cache::LayerCache;
+use crate::lora::LoraAdapter;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -41,6 +42,10 @@ impl AttentionConfig {
             wk: linear(self.dim, self.n_kv_heads * head_dim),
             wv: linear(self.dim, self.n_kv_heads * head_dim),
             wo: linear(self.n_heads * head_dim, self.dim),
+            wq_lora: None,
+            wk_lora: None,
+            wv_lora: None,
+            wo_lora: None,
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
             head_dim,
@@ -59,6 +64,14 @@ pub struct Attention<B: Backend> {
     pub wv: Linear<B>,
     /// Output projection, `n_heads · head_dim → dim`.
     pub wo: Linear<B>,
+    /// LoRA adapter of `wq`, when attached (see [`crate::lora`]).
+    pub wq_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `wk`.
+    pub wk_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `wv`.
+    pub wv_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `wo`.
+    pub wo_lora: Option<LoraAdapter<B>>,
     /// Number of query heads.
     pub n_heads: usize,
     /// Number of key/value heads.
@@ -95,9 +108,15 @@ impl<B: Backend> Attention<B> {
         // rotation; the head-major `[batch, heads, seq_len, head_dim]` operands of the
         // attention products are transposed views of them.
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq_len, n, head_dim]);
-        let q = split(linear_rows(&self.wq, x.clone()), heads);
-        let k = split(linear_rows(&self.wk, x.clone()), kv_heads);
-        let v = split(linear_rows(&self.wv, x), kv_heads);
+        let q = split(
+            adapted_rows(&self.wq, self.wq_lora.as_ref(), x.clone()),
+            heads,
+        );
+        let k = split(
+            adapted_rows(&self.wk, self.wk_lora.as_ref(), x.clone()),
+            kv_heads,
+        );
+        let v = split(adapted_rows(&self.wv, self.wv_lora.as_ref(), x), kv_heads);
         let q = rope.apply_seq_major(q, start_pos).swap_dims(1, 2);
         let k = rope.apply_seq_major(k, start_pos).swap_dims(1, 2);
         let v = v.swap_dims(1, 2);
@@ -169,6 +188,6 @@ impl<B: Backend> Attention<B> {
             .reshape([batch, heads, seq_len, head_dim])
             .swap_dims(1, 2)
             .reshape([batch, seq_len, heads * head_dim]);
-        linear_rows(&self.wo, out)
+        adapted_rows(&self.wo, self.wo_lora.as_ref(), out)
     }
 }

@@ -5,7 +5,8 @@ use burn::module::{Initializer, Module};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Tensor, activation::silu, backend::Backend};
 
-use super::linear_rows;
+use super::adapted_rows;
+use crate::lora::LoraAdapter;
 
 /// Configuration of [`FeedForward`].
 #[derive(Config, Debug)]
@@ -32,6 +33,9 @@ impl FeedForwardConfig {
             w1: linear(self.dim, self.hidden_dim),
             w2: linear(self.hidden_dim, self.dim),
             w3: linear(self.dim, self.hidden_dim),
+            w1_lora: None,
+            w2_lora: None,
+            w3_lora: None,
         }
     }
 }
@@ -45,6 +49,12 @@ pub struct FeedForward<B: Backend> {
     pub w2: Linear<B>,
     /// Up projection, `dim → hidden`.
     pub w3: Linear<B>,
+    /// LoRA adapter of `w1`, when attached (see [`crate::lora`]).
+    pub w1_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `w2`.
+    pub w2_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `w3`.
+    pub w3_lora: Option<LoraAdapter<B>>,
 }
 
 impl<B: Backend> FeedForward<B> {
@@ -53,7 +63,8 @@ impl<B: Backend> FeedForward<B> {
     /// - x: `[batch, seq_len, dim]`
     /// - output: `[batch, seq_len, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(linear_rows(&self.w1, x.clone()));
-        linear_rows(&self.w2, gate * linear_rows(&self.w3, x))
+        let gate = silu(adapted_rows(&self.w1, self.w1_lora.as_ref(), x.clone()));
+        let up = adapted_rows(&self.w3, self.w3_lora.as_ref(), x);
+        adapted_rows(&self.w2, self.w2_lora.as_ref(), gate * up)
     }
 }

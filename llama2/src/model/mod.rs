@@ -30,6 +30,8 @@ pub use transformer::Llama;
 use burn::nn::Linear;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::lora::LoraAdapter;
+
 /// Applies `linear` to every position of `x` as one `[batch · seq_len, d_in]` matrix
 /// product. Burn's `Linear` on a 3-D input multiplies each batch row separately against the
 /// broadcast weight, which reads the whole weight once per sequence when decoding a batch.
@@ -41,6 +43,29 @@ use burn::tensor::{Tensor, backend::Backend};
 pub(crate) fn linear_rows<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [batch, seq_len, d_in] = x.dims();
     let out = linear.forward(x.reshape([batch * seq_len, d_in]));
+    let d_out = out.dims()[1];
+    out.reshape([batch, seq_len, d_out])
+}
+
+/// [`linear_rows`] plus, when an adapter is attached, its low-rank update of the same rows
+/// (LoRA, Hu et al., 2021: `W x + scale · B A x`). Without an adapter this is exactly
+/// [`linear_rows`].
+///
+/// # Shapes
+///
+/// - x: `[batch, seq_len, d_in]`
+/// - output: `[batch, seq_len, d_out]`
+pub(crate) fn adapted_rows<B: Backend>(
+    linear: &Linear<B>,
+    adapter: Option<&LoraAdapter<B>>,
+    x: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let Some(adapter) = adapter else {
+        return linear_rows(linear, x);
+    };
+    let [batch, seq_len, d_in] = x.dims();
+    let x = x.reshape([batch * seq_len, d_in]);
+    let out = linear.forward(x.clone()) + adapter.forward(x);
     let d_out = out.dims()[1];
     out.reshape([batch, seq_len, d_out])
 }

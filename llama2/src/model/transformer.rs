@@ -14,11 +14,13 @@ use super::rms_norm::{RmsNorm, RmsNormConfig};
 use super::rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
+use crate::lora::LoraConfig;
 
 /// Llama 2. Parameter paths are Meta's: `tok_embeddings.weight`,
 /// `layers.{i}.attention.{wq,wk,wv,wo}.weight`, `layers.{i}.feed_forward.{w1,w2,w3}.weight`,
 /// `layers.{i}.{attention_norm,ffn_norm}.weight`, `norm.weight`, `output.weight` (linear
-/// weights stored `[in, out]`, Burn's layout).
+/// weights stored `[in, out]`, Burn's layout). LoRA adapters, when attached
+/// ([`crate::lora`]), add `layers.{i}.attention.wq_lora.lora_{a,b}.weight` and the like.
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
     /// Token embeddings, `[vocab_size, dim]`.
@@ -33,6 +35,8 @@ pub struct Llama<B: Backend> {
     pub rope: RotaryEmbedding<B>,
     /// The hyper-parameters the model was built from.
     pub config: LlamaConfig,
+    /// The configuration of the attached LoRA adapters, if any (see [`crate::lora`]).
+    pub lora: Option<LoraConfig>,
 }
 
 impl<B: Backend> Llama<B> {
@@ -64,6 +68,7 @@ impl<B: Backend> Llama<B> {
                 .with_theta(config.rope_theta)
                 .init(device),
             config: config.clone(),
+            lora: None,
         }
     }
 

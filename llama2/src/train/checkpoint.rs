@@ -3,7 +3,9 @@
 //!
 //! `<output_dir>/checkpoints/step-NNNNNNNN/` holds `model.mpk` and `optim.mpk`
 //! (burn records at full precision) and `state.json` ([`TrainState`]: step,
-//! data cursor, scheduler steps, config). A checkpoint is written into
+//! data cursor, scheduler steps, config). When LoRA adapters are attached
+//! ([`crate::lora`]) only they are trained, and `adapters.mpk` replaces
+//! `model.mpk`: the frozen base weights are not written again at every step. A checkpoint is written into
 //! `step-NNNNNNNN.tmp/` and renamed into place when complete; then the file
 //! `latest` (itself written to a temporary file and renamed) names it. A crash
 //! at any moment leaves the previous checkpoint intact and `latest` pointing to
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainConfig;
 use super::data::cache::write_atomic;
 use super::error::TrainError;
+use crate::lora::{LoraAdapter, LoraConfig};
 use crate::model::Llama;
 
 /// Where a run stands, besides the model and optimizer tensors.
@@ -34,6 +37,9 @@ pub struct TrainState {
     pub scheduler_steps: usize,
     /// The run's settings.
     pub config: TrainConfig,
+    /// The LoRA adapters trained, if any (the checkpoint then holds only them).
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -65,12 +71,20 @@ where
     }
     fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     let rec = Rec::new();
-    let model_path = tmp.join("model");
-    rec.record(model.clone().into_record(), model_path.clone())
-        .map_err(|source| TrainError::Record {
-            path: model_path,
-            source,
-        })?;
+    let (model_path, written) = if model.lora.is_some() {
+        let path = tmp.join("adapters");
+        (
+            path.clone(),
+            rec.record(adapters(model).into_record(), path),
+        )
+    } else {
+        let path = tmp.join("model");
+        (path.clone(), rec.record(model.clone().into_record(), path))
+    };
+    written.map_err(|source| TrainError::Record {
+        path: model_path,
+        source,
+    })?;
     let optim_path = tmp.join("optim");
     rec.record(optim.to_record(), optim_path.clone())
         .map_err(|source| TrainError::Record {
@@ -121,7 +135,20 @@ pub fn latest(output_dir: &Path) -> Option<PathBuf> {
     dir.join("state.json").exists().then_some(dir)
 }
 
+/// The attached adapters, in [`Llama::lora_sites`] order.
+fn adapters<B: AutodiffBackend>(model: &Llama<B>) -> Vec<LoraAdapter<B>> {
+    model
+        .lora_sites()
+        .into_iter()
+        .filter_map(|site| model.lora_adapter(site).cloned())
+        .collect()
+}
+
 /// Reads a checkpoint into `model` and `optim`; returns its [`TrainState`].
+///
+/// A checkpoint of a LoRA run holds only the adapters: `model` must then carry
+/// the base weights and adapters of the same [`LoraConfig`] (their values are
+/// replaced).
 pub fn load<B, O>(
     dir: &Path,
     model: Llama<B>,
@@ -139,14 +166,31 @@ where
         path: state_path,
         source,
     })?;
-    let model_path = dir.join("model");
-    let record = rec
-        .load(model_path.clone(), device)
-        .map_err(|source| TrainError::Record {
-            path: model_path,
-            source,
-        })?;
-    let model = model.load_record(record);
+    if state.lora != model.lora {
+        return Err(TrainError::LoraMismatch {
+            path: dir.to_path_buf(),
+            checkpoint: state.lora.as_ref().map(|c| c.to_string()),
+            model: model.lora.as_ref().map(|c| c.to_string()),
+        });
+    }
+    let model = if model.lora.is_some() {
+        let path = dir.join("adapters");
+        let record = rec
+            .load(path.clone(), device)
+            .map_err(|source| TrainError::Record { path, source })?;
+        let loaded = adapters(&model).load_record(record);
+        let mut model = model;
+        for (site, adapter) in model.lora_sites().into_iter().zip(loaded) {
+            model.set_lora_adapter(site, Some(adapter));
+        }
+        model
+    } else {
+        let path = dir.join("model");
+        let record = rec
+            .load(path.clone(), device)
+            .map_err(|source| TrainError::Record { path, source })?;
+        model.load_record(record)
+    };
     let optim_path = dir.join("optim");
     let record = rec
         .load(optim_path.clone(), device)

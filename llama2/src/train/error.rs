@@ -36,6 +36,20 @@ pub enum TrainError {
         /// The underlying error.
         source: serde_json::Error,
     },
+    /// The checkpoint was written with other LoRA adapters (or none) than the
+    /// model it is loaded into has.
+    #[error("checkpoint {path}: LoRA adapters {checkpoint:?} do not match the model's {model:?}")]
+    LoraMismatch {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// The checkpoint's LoRA configuration (JSON), if any.
+        checkpoint: Option<String>,
+        /// The model's LoRA configuration (JSON), if any.
+        model: Option<String>,
+    },
+    /// LoRA adapters could not be attached.
+    #[error(transparent)]
+    Lora(#[from] crate::lora::LoraError),
     /// `--resume` found no checkpoint.
     #[error("no checkpoint to resume from in {0}")]
     NoCheckpoint(PathBuf),

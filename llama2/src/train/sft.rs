@@ -1,5 +1,6 @@
 //! Supervised fine-tuning (paper §3.1): the Llama 2-Chat format, loss on the
-//! answer tokens only, packed examples, full fine-tuning.
+//! answer tokens only, packed examples; full fine-tuning as in the paper, or
+//! LoRA adapters on a frozen base ([`crate::lora`]).
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ use super::log::StepMetrics;
 use super::optim::OptimConfig;
 use super::schedule::WarmupCosineConfig;
 use super::trainer::Trainer;
+use crate::lora::LoraConfig;
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
 
@@ -55,6 +57,9 @@ pub struct SftConfig {
     /// `train.schedule.warmup_steps` once the number of steps is known.
     #[config(default = "None")]
     pub warmup_ratio: Option<f64>,
+    /// Train LoRA adapters on a frozen base instead of every weight.
+    #[config(default = "None")]
+    pub lora: Option<LoraConfig>,
 }
 
 impl SftConfig {
@@ -95,7 +100,9 @@ impl SftConfig {
 }
 
 /// Fine-tunes `model` (or resumes the run in `train.output_dir`) and returns
-/// the trained model with the metrics of the steps run.
+/// the trained model with the metrics of the steps run. With `config.lora`,
+/// adapters are attached to `model` (a base model without adapters) and only
+/// they are trained; the returned model carries them, unmerged.
 pub fn finetune<B: AutodiffBackend>(
     model: Llama<B>,
     config: &SftConfig,
@@ -104,6 +111,10 @@ pub fn finetune<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(Llama<B>, Vec<StepMetrics>), TrainError> {
     let data = config.dataset(tokenizer)?;
+    let model = match &config.lora {
+        Some(lora) => lora.attach(model)?,
+        None => model,
+    };
     let train = config.resolved_train(data.len());
     let mut trainer = if resume {
         Trainer::resume(model, train, device)?

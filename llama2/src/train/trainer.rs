@@ -66,6 +66,10 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Continues the run in `config.output_dir` from its latest checkpoint;
     /// `model` only provides the architecture (its weights are replaced). The
     /// given `config` is used for the rest of the run.
+    ///
+    /// For a LoRA run, `model` is the base model with the same adapters
+    /// attached ([`LoraConfig::attach`](crate::lora::LoraConfig::attach)): the
+    /// checkpoint restores the adapters, the base weights stay those of `model`.
     pub fn resume(
         model: Llama<B>,
         config: TrainConfig,
@@ -90,6 +94,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             cursor: self.cursor,
             scheduler_steps: self.scheduler.to_record::<B>(),
             config: self.config.clone(),
+            lora: self.model.lora.clone(),
         };
         checkpoint::save(
             &PathBuf::from(&self.config.output_dir),
