@@ -155,6 +155,7 @@ fn real_main(args: Args) -> Result<()> {
         })
         .with_per_turn(args.per_turn);
 
+    let mut writer = GattWriter::create(&args.out)?;
     let tokenizer = common::load_tokenizer(&args.tokenizer)?;
     let model = common::load_model(&args.model)?;
     let options = GenerationOptions::new(args.max_new_tokens)
@@ -170,7 +171,6 @@ fn real_main(args: Args) -> Result<()> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let mut writer = GattWriter::create(&args.out)?;
     for (b, chunk) in dialogs.chunks(args.batch).enumerate() {
         let examples = config
             .build(&mut sampler, chunk, |n| bar.inc(n as u64))
