@@ -1,4 +1,4 @@
-//! Building Ghost Attention data (paper §3.3, Figure 9): for each source
+//! Building Ghost Attention data (paper §3.3): for each source
 //! dialog, sample every answer with the instruction concatenated to all user
 //! turns of the context, then write the training dialog with the instruction
 //! in the first turn only and the loss on the last answer only.
