@@ -2,6 +2,12 @@
 //! and proximal policy optimisation against the reward models of `llama2-reward`, and Ghost
 //! Attention (§3.3) for multi-turn consistency.
 //!
-//! This crate is the home of that part of the recipe; it builds on [`llama2`].
+//! | module | paper | contents |
+//! |---|---|---|
+//! | [`gatt`] | §3.3 | Ghost Attention data: synthetic instructions, sampling with the instruction on every user turn, examples trained on their last turn |
+//!
+//! It builds on [`llama2`]; Ghost Attention examples are fine-tuning rows of its SFT dataset.
+
+pub mod gatt;
 
 pub use llama2;

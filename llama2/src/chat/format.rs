@@ -42,7 +42,9 @@ pub struct EncodedDialog {
     /// The token ids, BOS/EOS included.
     pub tokens: Vec<u32>,
     /// For each token, whether it belongs to an assistant answer span (answer
-    /// text and its EOS; see the module docs).
+    /// text and its EOS; see the module docs), after
+    /// [`with_loss_on`](EncodedDialog::with_loss_on) only to the spans that
+    /// are training targets.
     pub is_assistant: Vec<bool>,
     /// Whether any message content contains one of [`SPECIAL_TAGS`]; Meta's
     /// `chat_completion` answers such dialogs with [`UNSAFE_ERROR`].

@@ -5,11 +5,14 @@
 //! (a dialog awaiting the model's answer, exactly as Meta's
 //! `chat_completion`) or [`encode_completed_dialog`] (a finished dialog, for
 //! fine-tuning). [`EncodedDialog`] also marks which tokens are assistant
-//! answers and whether the dialog contains reserved tags.
+//! answers and whether the dialog contains reserved tags; [`LossOn`] selects
+//! the answers that are training targets (all of them, or the last one for
+//! Ghost Attention).
 
 mod dialog;
 mod error;
 mod format;
+mod loss;
 
 pub use dialog::{Dialog, Message, Role, load_dialogs, parse_dialogs};
 pub use error::ChatError;
@@ -17,3 +20,4 @@ pub use format::{
     B_INST, B_SYS, E_INST, E_SYS, EncodedDialog, SPECIAL_TAGS, UNSAFE_ERROR,
     encode_completed_dialog, encode_dialog, has_special_tags,
 };
+pub use loss::LossOn;

@@ -44,7 +44,8 @@ pub fn paper_sft_config(steps: usize) -> TrainConfig {
 pub struct SftConfig {
     /// Loop, optimizer and schedule settings.
     pub train: TrainConfig,
-    /// JSONL files of `{"messages": …}` or `{"prompt", "completion"}` rows.
+    /// JSONL files of `{"messages": …}` or `{"prompt", "completion"}` rows,
+    /// each optionally with `"loss_on": "last_turn"` (see [`super::data::sft`]).
     pub data: Vec<String>,
     /// Pack several examples per window.
     #[config(default = true)]

@@ -14,6 +14,6 @@ pub use batch::CausalLmBatch;
 pub use cache::{CacheStatus, tokenizer_fingerprint};
 pub use error::DataError;
 pub use order::DataOrder;
-pub use sft::{SftDataset, read_sft_jsonl};
+pub use sft::{SftDataset, SftExample, read_sft_examples, read_sft_jsonl};
 pub use text::PackedTextDataset;
 pub use window::{IGNORE_INDEX, TokenWindow};

@@ -7,7 +7,13 @@
 //! by [`encode_completed_dialog`]; as in the paper, "we zero-out the loss on
 //! tokens from the user prompt": only the assistant answers and their EOS are
 //! targets ([`EncodedDialog::is_assistant`]), every other target is
-//! [`IGNORE_INDEX`].
+//! [`IGNORE_INDEX`](super::IGNORE_INDEX).
+//!
+//! A row may add `"loss_on": "last_turn"` ([`LossOn`]): then only the final
+//! answer and its EOS are targets and every earlier turn, earlier answers
+//! included, is context. Ghost Attention data (§3.3) is written this way. The
+//! default, `"assistant_turns"`, trains every answer. Other fields of a row
+//! are ignored.
 //!
 //! With packing on, consecutive examples are concatenated into windows of
 //! `seq_len + 1` tokens (BOS/EOS of the format separate them, as the paper
@@ -25,7 +31,7 @@ use serde::Deserialize;
 
 use super::error::DataError;
 use super::window::TokenWindow;
-use crate::chat::{EncodedDialog, Message, encode_completed_dialog};
+use crate::chat::{EncodedDialog, LossOn, Message, encode_completed_dialog};
 use crate::tokenizer::Tokenizer;
 
 /// One parsed JSONL row.
@@ -34,29 +40,51 @@ struct Row {
     messages: Option<Vec<Message>>,
     prompt: Option<String>,
     completion: Option<String>,
+    #[serde(default)]
+    loss_on: LossOn,
 }
 
-/// Reads the dialogs of an SFT JSONL file; a malformed row is a
+/// One fine-tuning example of a JSONL file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SftExample {
+    /// The dialog, ending with an assistant answer.
+    pub messages: Vec<Message>,
+    /// Which answers are targets.
+    pub loss_on: LossOn,
+    /// 1-based line of the row in its file.
+    pub line: usize,
+}
+
+impl SftExample {
+    /// Encodes the dialog with the targets chosen by [`loss_on`](Self::loss_on).
+    pub fn encode(&self, tokenizer: &Tokenizer) -> Result<EncodedDialog, crate::chat::ChatError> {
+        Ok(encode_completed_dialog(tokenizer, &self.messages)?.with_loss_on(self.loss_on))
+    }
+}
+
+/// Reads the examples of an SFT JSONL file; a malformed row is a
 /// [`DataError::BadRow`] naming the file and line.
-pub fn read_sft_jsonl(path: &Path) -> Result<Vec<Vec<Message>>, DataError> {
+pub fn read_sft_examples(path: &Path) -> Result<Vec<SftExample>, DataError> {
     let text = fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-    let mut dialogs = Vec::new();
+    let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let row: Row =
             serde_json::from_str(line).map_err(|e| DataError::bad_row(path, i + 1, e))?;
-        let dialog = match row {
+        let messages = match row {
             Row {
                 messages: Some(messages),
                 prompt: None,
                 completion: None,
+                ..
             } => messages,
             Row {
                 messages: None,
                 prompt: Some(prompt),
                 completion: Some(completion),
+                ..
             } => vec![Message::user(prompt), Message::assistant(completion)],
             _ => {
                 return Err(DataError::bad_row(
@@ -66,9 +94,22 @@ pub fn read_sft_jsonl(path: &Path) -> Result<Vec<Vec<Message>>, DataError> {
                 ));
             }
         };
-        dialogs.push(dialog);
+        examples.push(SftExample {
+            messages,
+            loss_on: row.loss_on,
+            line: i + 1,
+        });
     }
-    Ok(dialogs)
+    Ok(examples)
+}
+
+/// Reads the dialogs of an SFT JSONL file (see [`read_sft_examples`], which
+/// also gives each row's [`LossOn`]).
+pub fn read_sft_jsonl(path: &Path) -> Result<Vec<Vec<Message>>, DataError> {
+    Ok(read_sft_examples(path)?
+        .into_iter()
+        .map(|e| e.messages)
+        .collect())
 }
 
 /// Encoded SFT examples packed into fixed windows.
@@ -91,16 +132,10 @@ impl SftDataset {
     ) -> Result<Self, DataError> {
         let mut encoded = Vec::new();
         for path in paths {
-            let text = fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-            let lines: Vec<usize> = text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, _)| i + 1)
-                .collect();
-            for (dialog, line) in read_sft_jsonl(path)?.into_iter().zip(lines) {
-                let e = encode_completed_dialog(tokenizer, &dialog)
-                    .map_err(|err| DataError::chat(path, line, err))?;
+            for example in read_sft_examples(path)? {
+                let e = example
+                    .encode(tokenizer)
+                    .map_err(|err| DataError::chat(path, example.line, err))?;
                 encoded.push(e);
             }
         }
@@ -166,5 +201,88 @@ impl Dataset<TokenWindow> for SftDataset {
 
     fn len(&self) -> usize {
         self.windows.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::testdata::llama2;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("rows.jsonl");
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    const DIALOG: &str = r#"[{"role": "user", "content": "One?"}, {"role": "assistant", "content": "Uno."}, {"role": "user", "content": "Two?"}, {"role": "assistant", "content": "Dos."}]"#;
+
+    #[test]
+    fn loss_on_is_read_per_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            &format!(
+                "{{\"messages\": {DIALOG}}}\n\n{{\"messages\": {DIALOG}, \"loss_on\": \"last_turn\", \"instruction\": \"Speak in Spanish.\"}}\n{{\"prompt\": \"a\", \"completion\": \"b\", \"loss_on\": \"assistant_turns\"}}\n"
+            ),
+        );
+        let rows = read_sft_examples(&path).unwrap();
+        let summary: Vec<(LossOn, usize, usize)> = rows
+            .iter()
+            .map(|r| (r.loss_on, r.line, r.messages.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (LossOn::AssistantTurns, 1, 4),
+                (LossOn::LastTurn, 3, 4),
+                (LossOn::AssistantTurns, 4, 2)
+            ]
+        );
+        assert_eq!(rows[0].messages, rows[1].messages);
+
+        // The last-turn row trains a strict subset of the all-turns row: the
+        // final answer span.
+        let tok = llama2();
+        let data = SftDataset::from_files(std::slice::from_ref(&path), tok, 64, false).unwrap();
+        let [all, last, _] = data.windows() else {
+            panic!("{} windows", data.windows().len())
+        };
+        assert_eq!(all.inputs, last.inputs);
+        let prompt_len = crate::chat::encode_dialog(tok, &rows[0].messages[..3])
+            .unwrap()
+            .tokens
+            .len();
+        for i in 0..64 {
+            let expected = if i + 1 >= prompt_len {
+                all.targets[i]
+            } else {
+                super::super::IGNORE_INDEX
+            };
+            assert_eq!(last.targets[i], expected, "target {i}");
+        }
+        assert!(all.n_targets() > last.n_targets());
+    }
+
+    #[test]
+    fn unknown_loss_on_is_a_bad_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            &format!(
+                "{{\"messages\": {DIALOG}}}\n{{\"messages\": {DIALOG}, \"loss_on\": \"last\"}}\n"
+            ),
+        );
+        match read_sft_examples(&path) {
+            Err(DataError::BadRow {
+                path: p,
+                line,
+                message,
+            }) => {
+                assert_eq!((p, line), (path.clone(), 2));
+                assert!(message.contains("last_turn"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
