@@ -22,13 +22,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::Backend;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Parser;
 use llama2_burn::backend::{self, Selected};
 use llama2_burn::model::{Llama, LlamaConfig};
 use serde_json::{Value, json};
+
+mod common;
+use common::measure::{loadavg, materialise, median, print_table as print_rows, rss_kib};
 
 type B = Selected;
 
@@ -144,7 +146,7 @@ fn measure_shape(args: &Args, shape: &str, batches: &[usize]) -> Result<Value> {
     let mut rng = args.seed ^ 0x9e37_79b9_7f4a_7c15;
 
     // Prefill: one cached forward of the prompt, output head on the last position only.
-    let prompt = random_tokens(&mut rng, 1, args.prompt_len, config.vocab_size);
+    let prompt = prompt_tokens(&mut rng, 1, args.prompt_len, config.vocab_size);
     let prefill = median_of(args.repeats, || {
         let mut cache = model.new_cache(1, cache_len);
         let tokens = tokens_tensor(&prompt, 1, &device);
@@ -168,7 +170,7 @@ fn measure_shape(args: &Args, shape: &str, batches: &[usize]) -> Result<Value> {
     // first new token comes from the prefill).
     let mut decode = serde_json::Map::new();
     for &batch in batches {
-        let prompt = random_tokens(&mut rng, batch, args.prompt_len, config.vocab_size);
+        let prompt = prompt_tokens(&mut rng, batch, args.prompt_len, config.vocab_size);
         let run = |steps: usize| {
             let mut cache = model.new_cache(batch, cache_len);
             let mut next = first_token(&model, tokens_tensor(&prompt, batch, &device), &mut cache);
@@ -236,67 +238,17 @@ fn tokens_tensor(tokens: &[i64], batch: usize, device: &Device<B>) -> Tensor<B, 
     Tensor::from_data(TensorData::new(tokens.to_vec(), [batch, seq_len]), device)
 }
 
-/// Uniform tokens in `3 .. vocab` (past BOS/EOS), from a xorshift generator.
-fn random_tokens(state: &mut u64, batch: usize, len: usize, vocab: usize) -> Vec<i64> {
-    (0..batch * len)
-        .map(|_| {
-            *state ^= *state << 13;
-            *state ^= *state >> 7;
-            *state ^= *state << 17;
-            3 + (*state % (vocab as u64 - 3)) as i64
-        })
+/// `batch` prompts of `len` random tokens, as ids for [`tokens_tensor`].
+fn prompt_tokens(state: &mut u64, batch: usize, len: usize, vocab: usize) -> Vec<i64> {
+    common::measure::random_tokens(state, batch * len, vocab)
+        .into_iter()
+        .map(i64::from)
         .collect()
-}
-
-/// Forces the lazy initialisation of every parameter, so that none happens while timing.
-fn materialise(model: &Llama<B>) {
-    struct Touch;
-    impl ModuleVisitor<B> for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            std::hint::black_box(param.val());
-        }
-    }
-    model.visit(&mut Touch);
 }
 
 fn median_of(repeats: usize, mut f: impl FnMut() -> Duration) -> Duration {
     f(); // warm-up
     median((0..repeats).map(|_| f()).collect())
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    let n = times.len();
-    if n % 2 == 1 {
-        times[n / 2]
-    } else {
-        (times[n / 2 - 1] + times[n / 2]) / 2
-    }
-}
-
-/// A `kB` field of `/proc/self/status` (0 where unavailable).
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .or_else(|| memory_stats::memory_stats().map(|m| m.physical_mem as u64 / 1024))
-        .unwrap_or(0)
-}
-
-fn loadavg() -> Vec<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| {
-            s.split_whitespace()
-                .take(3)
-                .filter_map(|v| v.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn print_table(env: &Value, results: &[Value], batches: &[usize]) {
@@ -337,35 +289,5 @@ fn print_table(env: &Value, results: &[Value], batches: &[usize]) {
             row
         })
         .collect();
-    let widths: Vec<usize> = head
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .max()
-                .unwrap_or(0)
-                .max(h.len())
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
-    println!("{}", line(&head));
-    println!(
-        "{}",
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .join("-+-")
-    );
-    for row in &rows {
-        println!("{}", line(row));
-    }
+    print_rows(&head, &rows);
 }

@@ -111,6 +111,13 @@ struct Args {
     /// With LoRA, also write the model with the adapters merged (model.mpk).
     #[arg(long)]
     merge: bool,
+    /// Show burn-train's terminal dashboard (the default when standard output is a
+    /// terminal; `q` then `s` stops after a checkpoint).
+    #[arg(long, overrides_with = "no_dashboard")]
+    dashboard: bool,
+    /// Print a progress line per logged step instead of the dashboard.
+    #[arg(long, overrides_with = "dashboard")]
+    no_dashboard: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -173,6 +180,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.checkpoint_every {
         t.checkpoint_every = v;
+    }
+    if args.dashboard {
+        t.dashboard = true;
+    }
+    if args.no_dashboard {
+        t.dashboard = false;
     }
     if let Some(v) = &args.out {
         t.output_dir = v.display().to_string();
@@ -260,6 +273,17 @@ fn main() -> anyhow::Result<()> {
     let (model, metrics) = finetune(model, &config, &tokenizer, args.resume, &device)?;
     if let (Some(first), Some(last)) = (metrics.first(), metrics.last()) {
         println!("answer-token loss {:.4} → {:.4}", first.loss, last.loss);
+    }
+    let stopped = metrics.last().filter(|last| match config.epochs {
+        Some(epochs) => last.epoch < epochs,
+        None => last.step < config.train.steps,
+    });
+    if let Some(last) = stopped {
+        println!(
+            "stopped at step {} (epoch {:.2}); `--resume` continues from its checkpoint",
+            last.step, last.epoch
+        );
+        return Ok(());
     }
     if model.lora.is_some() {
         let path = out.join("adapters.safetensors");

@@ -64,6 +64,13 @@ struct Args {
     /// Continue from the latest checkpoint in the run directory.
     #[arg(long)]
     resume: bool,
+    /// Show burn-train's terminal dashboard (the default when standard output is a
+    /// terminal; `q` then `s` stops after a checkpoint).
+    #[arg(long, overrides_with = "no_dashboard")]
+    dashboard: bool,
+    /// Print a progress line per logged step instead of the dashboard.
+    #[arg(long, overrides_with = "dashboard")]
+    no_dashboard: bool,
     /// Model width.
     #[arg(long, default_value_t = 128)]
     dim: usize,
@@ -132,6 +139,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.checkpoint_every {
         t.checkpoint_every = v;
     }
+    if args.dashboard {
+        t.dashboard = true;
+    }
+    if args.no_dashboard {
+        t.dashboard = false;
+    }
     if let Some(v) = &args.out {
         t.output_dir = v.display().to_string();
     }
@@ -165,6 +178,14 @@ fn main() -> anyhow::Result<()> {
     let (model, metrics) = pretrain(model, &config, &tokenizer, args.resume, &device)?;
     if let (Some(first), Some(last)) = (metrics.first(), metrics.last()) {
         println!("loss {:.4} → {:.4}", first.loss, last.loss);
+    }
+    if let Some(last) = metrics.last()
+        && last.step < config.train.steps
+    {
+        println!(
+            "stopped at step {} of {}; `--resume` continues from its checkpoint",
+            last.step, config.train.steps
+        );
     }
     save_model(&model, out.join("model.mpk"), StorageDtype::F32)?;
     println!(

@@ -6,19 +6,25 @@
 #![cfg(feature = "train")]
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
 use burn::optim::Optimizer;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::TrainStep;
+use burn::train::metric::{MetricDefinition, MetricId};
+use burn::train::renderer::{
+    EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+    MetricsRendererTraining, ProgressType, TrainingProgress,
+};
+use burn::train::{Interrupter, TrainStep};
 use llama2_burn::backend::{self, SelectedAutodiff};
 use llama2_burn::model::chat::{Message, Role};
 use llama2_burn::model::train::data::{CacheStatus, DataError, PackedTextDataset, SftDataset};
 use llama2_burn::model::train::{
-    CausalLmBatch, IGNORE_INDEX, OptimConfig, TokenWindow, TrainConfig, Trainer,
-    WarmupCosineConfig, clip_grad_norm,
+    CausalLmBatch, Dashboard, IGNORE_INDEX, OptimConfig, StepMetrics, TokenWindow, TrainConfig,
+    Trainer, WarmupCosineConfig, clip_grad_norm,
 };
 use llama2_burn::model::{Llama, LlamaConfig, Tokenizer};
 use safetensors::SafeTensors;
@@ -570,6 +576,7 @@ fn small_run_config(out: &Path) -> TrainConfig {
         .with_tokens_per_step(64) // 2 micro-batches accumulated
         .with_checkpoint_every(3)
         .with_log_every(0)
+        .with_dashboard(false)
         .with_schedule(
             WarmupCosineConfig::new()
                 .with_peak_lr(3e-3)
@@ -689,6 +696,7 @@ fn sft_drives_loss_near_zero() {
         .with_seq_len(96)
         .with_micro_batch_size(4)
         .with_log_every(0)
+        .with_dashboard(false)
         .with_optim(OptimConfig::new().with_weight_decay(0.0))
         .with_schedule(
             WarmupCosineConfig::new()
@@ -705,4 +713,243 @@ fn sft_drives_loss_near_zero() {
     assert!(first > 3.0, "initial loss {first}");
     assert!(last < 0.1, "final SFT loss {last} (from {first})");
     let _ = trainer.model.clone().into_record();
+}
+
+/// What a renderer received for one step.
+#[derive(Debug, Default)]
+struct RenderedStep {
+    /// (metric name, current value), in arrival order.
+    values: Vec<(String, f64)>,
+    iteration: Option<usize>,
+    global: (usize, usize),
+    indicators: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Recording {
+    definitions: Vec<MetricDefinition>,
+    pending: Vec<(MetricId, f64)>,
+    steps: Vec<RenderedStep>,
+    ended: usize,
+}
+
+/// A renderer that records everything it is sent, and stops the run through
+/// `interrupter` once it has rendered `stop_after` steps.
+struct RecordingRenderer {
+    rec: Arc<Mutex<Recording>>,
+    interrupter: Interrupter,
+    stop_after: Option<usize>,
+}
+
+impl MetricsRendererTraining for RecordingRenderer {
+    fn update_train(&mut self, state: MetricState) {
+        let MetricState::Numeric(entry, value) = state else {
+            panic!("the trainer's metrics are numeric");
+        };
+        self.rec
+            .lock()
+            .unwrap()
+            .pending
+            .push((entry.metric_id, value.current()));
+    }
+
+    fn update_valid(&mut self, _state: MetricState) {
+        panic!("the trainer has no validation split");
+    }
+
+    fn render_train(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
+        let mut rec = self.rec.lock().unwrap();
+        let pending = std::mem::take(&mut rec.pending);
+        let values = pending
+            .into_iter()
+            .map(|(id, v)| {
+                let d = rec
+                    .definitions
+                    .iter()
+                    .find(|d| d.metric_id == id)
+                    .expect("metric registered before its first update");
+                (d.name.clone(), v)
+            })
+            .collect();
+        let indicators = indicators
+            .into_iter()
+            .map(|p| match p {
+                ProgressType::Detailed { tag, progress } => (
+                    tag,
+                    format!("{}/{}", progress.items_processed, progress.items_total),
+                ),
+                ProgressType::Value { tag, value } => (tag, value.to_string()),
+            })
+            .collect();
+        rec.steps.push(RenderedStep {
+            values,
+            iteration: item.iteration,
+            global: (
+                item.global_progress.items_processed,
+                item.global_progress.items_total,
+            ),
+            indicators,
+        });
+        if Some(rec.steps.len()) == self.stop_after {
+            self.interrupter.stop(Some("test"));
+        }
+    }
+
+    fn render_valid(&mut self, _item: TrainingProgress, _indicators: Vec<ProgressType>) {
+        panic!("the trainer has no validation split");
+    }
+
+    fn on_train_end(
+        &mut self,
+        summary: Option<burn::train::LearnerSummary>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        assert!(summary.is_none());
+        self.rec.lock().unwrap().ended += 1;
+        Ok(())
+    }
+}
+
+impl MetricsRendererEvaluation for RecordingRenderer {
+    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {
+        panic!("the trainer does not evaluate");
+    }
+
+    fn render_test(&mut self, _item: EvaluationProgress, _indicators: Vec<ProgressType>) {
+        panic!("the trainer does not evaluate");
+    }
+}
+
+impl MetricsRenderer for RecordingRenderer {
+    fn manual_close(&mut self) {}
+
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.rec.lock().unwrap().definitions.push(definition);
+    }
+}
+
+fn recording_dashboard(
+    stop_after: Option<usize>,
+    dev: &burn::tensor::Device<AD>,
+) -> (
+    Dashboard<<AD as AutodiffBackend>::InnerBackend>,
+    Arc<Mutex<Recording>>,
+) {
+    let rec = Arc::new(Mutex::new(Recording::default()));
+    let interrupter = Interrupter::new();
+    let renderer = RecordingRenderer {
+        rec: rec.clone(),
+        interrupter: interrupter.clone(),
+        stop_after,
+    };
+    (Dashboard::new(Box::new(renderer), interrupter, dev), rec)
+}
+
+/// The renderer gets, for every step, burn-train's loss and learning-rate
+/// metrics and the perplexity / throughput / gradient-norm metrics with the
+/// values of that step's `StepMetrics` (the ones written to metrics.jsonl),
+/// the step as the run's progress, and the epoch position.
+#[test]
+fn dashboard_receives_the_step_metrics() {
+    let dev = device();
+    // 24 windows, 4 per step: the 7 steps cross one epoch boundary.
+    let data =
+        PackedTextDataset::from_tokens(synthetic_tokens(24 * 17, 64), 16, "synthetic").unwrap();
+    assert_eq!(burn::data::dataset::Dataset::len(&data), 24);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_run_config(dir.path())
+        .with_steps(7)
+        .with_checkpoint_every(0);
+    let mut trainer = Trainer::new(materialized(micro_config(), &dev), cfg, &dev);
+    let (dashboard, rec) = recording_dashboard(None, &dev);
+    let ran = trainer.fit_with(&data, None, dashboard).unwrap();
+    assert_eq!(ran.len(), 7);
+
+    let rec = rec.lock().unwrap();
+    let names: Vec<&str> = rec.definitions.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Loss",
+            "Learning Rate",
+            "Perplexity",
+            "Throughput",
+            "Gradient Norm"
+        ]
+    );
+    assert_eq!(rec.ended, 1);
+    assert_eq!(rec.steps.len(), ran.len());
+    let logged: Vec<StepMetrics> = std::fs::read_to_string(dir.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The same steps as metrics.jsonl (whose parse may differ in the last bit).
+    assert_eq!(logged.len(), ran.len());
+    for (l, m) in logged.iter().zip(&ran) {
+        assert_eq!(l.step, m.step);
+        assert!((l.loss - m.loss).abs() <= 1e-12 * m.loss.abs());
+    }
+    for (m, got) in ran.iter().zip(&rec.steps) {
+        let value = |name: &str| {
+            got.values
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("step {}: no {name}", m.step))
+                .1
+        };
+        assert_eq!(got.values.len(), 5, "step {}", m.step);
+        // The loss goes through an f32 tensor for burn-train's LossMetric.
+        assert!(
+            (value("Loss") - m.loss).abs() <= 1e-6 * m.loss.abs(),
+            "step {}: {} vs {}",
+            m.step,
+            value("Loss"),
+            m.loss
+        );
+        assert_eq!(value("Learning Rate"), m.lr);
+        assert_eq!(value("Perplexity"), m.perplexity);
+        assert_eq!(value("Throughput"), m.tokens_per_s);
+        assert_eq!(value("Gradient Norm"), m.grad_norm);
+        assert_eq!(got.iteration, Some(m.step));
+        assert_eq!(got.global, (m.step, 7));
+        let cursor = m.step * 4;
+        let epoch = (cursor - 1) / 24;
+        let expected: Vec<(String, String)> = vec![
+            ("Step".into(), format!("{}/7", m.step)),
+            ("Epoch".into(), (epoch + 1).to_string()),
+            ("Sequences".into(), format!("{}/24", cursor - epoch * 24)),
+        ];
+        assert_eq!(got.indicators, expected, "step {}", m.step);
+        assert!((m.epoch - cursor as f64 / 24.0).abs() < 1e-12);
+    }
+}
+
+/// Stopping through the dashboard's interrupter ends the run after the
+/// current step with a checkpoint of that step; resuming finishes the run.
+#[test]
+fn interrupt_stops_after_a_checkpoint() {
+    let dev = device();
+    let data = PackedTextDataset::from_tokens(synthetic_tokens(2000, 64), 16, "synthetic").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_run_config(dir.path()).with_checkpoint_every(0);
+    let mut trainer = Trainer::new(materialized(micro_config(), &dev), cfg.clone(), &dev);
+    let (dashboard, rec) = recording_dashboard(Some(2), &dev);
+    let ran = trainer.fit_with(&data, None, dashboard).unwrap();
+    assert_eq!(ran.len(), 2);
+    assert_eq!(trainer.step, 2);
+    assert_eq!(rec.lock().unwrap().ended, 1);
+    assert!(
+        dir.path()
+            .join("checkpoints/step-00000002/state.json")
+            .exists()
+    );
+    assert!(dir.path().join("curves.svg").exists());
+
+    let mut resumed = Trainer::resume(micro_config().init::<AD>(&dev), cfg, &dev).unwrap();
+    assert_eq!(resumed.step, 2);
+    let rest = resumed.fit(&data, None).unwrap();
+    assert_eq!(
+        rest.iter().map(|m| m.step).collect::<Vec<_>>(),
+        [3, 4, 5, 6]
+    );
 }

@@ -1,6 +1,8 @@
 //! Shared by the examples: default paths, model/tokenizer loading, id parsing.
 #![allow(dead_code)]
 
+pub mod measure;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

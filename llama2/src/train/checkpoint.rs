@@ -35,11 +35,45 @@ pub struct TrainState {
     pub cursor: u64,
     /// Steps taken by the learning-rate scheduler (its record).
     pub scheduler_steps: usize,
-    /// The run's settings.
+    /// The run's settings. Settings missing from a checkpoint (added to
+    /// [`TrainConfig`] after it was written) take their defaults.
+    #[serde(deserialize_with = "config_with_defaults")]
     pub config: TrainConfig,
     /// The LoRA adapters trained, if any (the checkpoint then holds only them).
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+}
+
+/// A stored [`TrainConfig`] laid over the defaults, object by object.
+fn config_with_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TrainConfig, D::Error> {
+    use serde::de::Error;
+    use serde_json::Value;
+
+    fn overlay(base: &mut Value, stored: Value) {
+        match (base, stored) {
+            (Value::Object(base), Value::Object(stored)) => {
+                for (key, value) in stored {
+                    match base.get_mut(&key) {
+                        Some(slot) => overlay(slot, value),
+                        None => {
+                            base.insert(key, value);
+                        }
+                    }
+                }
+            }
+            (base, stored) => *base = stored,
+        }
+    }
+
+    let stored = Value::deserialize(d)?;
+    if !stored.is_object() {
+        return Err(D::Error::custom(
+            "the config of a checkpoint must be an object",
+        ));
+    }
+    let mut config = serde_json::to_value(TrainConfig::new()).map_err(D::Error::custom)?;
+    overlay(&mut config, stored);
+    serde_json::from_value(config).map_err(D::Error::custom)
 }
 
 type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -200,4 +234,44 @@ where
         })?;
     let optim = optim.load_record(record);
     Ok((model, optim, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_without_newer_settings_loads_with_defaults() {
+        let state = TrainState {
+            step: 7,
+            cursor: 56,
+            scheduler_steps: 7,
+            config: TrainConfig::new()
+                .with_steps(20)
+                .with_dashboard(false)
+                .with_log_every(3),
+        };
+        let mut json = serde_json::to_value(&state).unwrap();
+        let config = json["config"].as_object_mut().unwrap();
+        config.remove("dashboard");
+        config["schedule"]
+            .as_object_mut()
+            .unwrap()
+            .remove("final_lr_ratio");
+        let loaded: TrainState = serde_json::from_value(json).unwrap();
+        assert_eq!(loaded.config.steps, 20);
+        assert_eq!(loaded.config.log_every, 3);
+        assert!(loaded.config.dashboard);
+        assert_eq!(loaded.config.schedule.final_lr_ratio, 0.1);
+        assert_eq!(
+            TrainState {
+                config: state.config.clone().with_dashboard(true),
+                ..state
+            },
+            loaded
+        );
+
+        let bad = serde_json::json!({"step": 1, "cursor": 1, "scheduler_steps": 1, "config": 3});
+        assert!(serde_json::from_value::<TrainState>(bad).is_err());
+    }
 }

@@ -42,9 +42,15 @@ pub struct TrainConfig {
     /// Checkpoints kept on disk (older ones are deleted); 0 keeps all.
     #[config(default = 2)]
     pub keep_checkpoints: usize,
-    /// Print a progress line every this many steps; 0: quiet.
+    /// Print a progress line every this many steps when the dashboard is not
+    /// shown; 0: quiet.
     #[config(default = 1)]
     pub log_every: usize,
+    /// Show burn-train's terminal dashboard (plots of the metrics, progress,
+    /// ETA; `q` stops the run after a checkpoint) when standard output is a
+    /// terminal; see [`super::dashboard`].
+    #[config(default = true)]
+    pub dashboard: bool,
     /// Directory of checkpoints, metrics and plots.
     #[config(default = "String::from(\"runs/train\")")]
     pub output_dir: String,

@@ -13,13 +13,16 @@
 //! | [`trainer`] | — | the loop: accumulation, clipping, scheduler, logging, checkpoints |
 //! | [`checkpoint`] | — | atomic, resumable checkpoints |
 //! | [`log`], [`plot`] | — | per-step metrics (JSONL, CSV) and SVG curves |
+//! | [`dashboard`], [`step_metric`], [`line_renderer`] | — | the metrics on burn-train's terminal dashboard or as text lines |
 //! | [`pretrain`], [`sft`] | §2.2, §3.1 | the two runs |
 
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod dashboard;
 pub mod data;
 pub mod error;
+pub mod line_renderer;
 pub mod log;
 pub mod loss;
 pub mod optim;
@@ -28,18 +31,22 @@ pub mod pretrain;
 pub mod schedule;
 pub mod sft;
 pub mod step;
+pub mod step_metric;
 pub mod trainer;
 
 pub use clip::{clip_grad_norm, global_grad_norm};
 pub use config::TrainConfig;
+pub use dashboard::{Dashboard, default_renderer};
 pub use data::{
     CausalLmBatch, DataError, IGNORE_INDEX, PackedTextDataset, SftDataset, TokenWindow,
 };
 pub use error::TrainError;
+pub use line_renderer::LineRenderer;
 pub use log::StepMetrics;
 pub use optim::{LlamaAdamW, OptimConfig};
 pub use pretrain::{PretrainConfig, pretrain};
 pub use schedule::{WarmupCosine, WarmupCosineConfig};
 pub use sft::{SftConfig, finetune, paper_sft_config};
 pub use step::{CausalLmOutput, CausalLmOutputSync};
+pub use step_metric::StepMetric;
 pub use trainer::Trainer;

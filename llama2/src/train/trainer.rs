@@ -6,7 +6,9 @@
 //! backward) on each micro-batch with the loss normalized by the target count
 //! of the whole step, accumulates the gradients, clips them by global norm
 //! ([`clip_grad_norm`]), advances the [`WarmupCosine`] scheduler and applies
-//! [`TrainStep::optimize`] with [`LlamaAdamW`].
+//! [`TrainStep::optimize`] with [`LlamaAdamW`]. Each step's metrics go to a
+//! [`Dashboard`] (burn-train's terminal dashboard, or text lines) and to the
+//! JSONL/CSV log.
 //!
 //! The loop is our own rather than burn-train's `Learner`/`SupervisedTraining`
 //! because the global clipping sits between accumulation and the optimizer, and
@@ -26,6 +28,7 @@ use burn::train::{ItemLazy, TrainStep};
 use super::checkpoint::{self, TrainState};
 use super::clip::clip_grad_norm;
 use super::config::TrainConfig;
+use super::dashboard::Dashboard;
 use super::data::{CausalLmBatch, DataOrder, TokenWindow};
 use super::error::TrainError;
 use super::log::{MetricsLog, StepMetrics};
@@ -160,43 +163,49 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
     }
 
-    /// Trains until `config.steps` (or `stop_at`, if smaller) with logging to
+    /// Trains until `config.steps` (or `stop_at`, if smaller) with the
+    /// metrics on the [`Dashboard`] of `config` (burn-train's terminal
+    /// dashboard, or a line every `config.log_every` steps), logged to
     /// `metrics.jsonl` / `metrics.csv`, checkpoints every
-    /// `config.checkpoint_every` steps and at the end, and a `curves.svg` plot.
-    /// Returns the metrics of the steps run by this call.
+    /// `config.checkpoint_every` steps and at the end, and a `curves.svg`
+    /// plot. Returns the metrics of the steps run by this call.
     pub fn fit<D: Dataset<TokenWindow>>(
         &mut self,
         data: &D,
         stop_at: Option<usize>,
+    ) -> Result<Vec<StepMetrics>, TrainError> {
+        let dashboard = Dashboard::for_run(&self.config, self.step, &self.device);
+        self.fit_with(data, stop_at, dashboard)
+    }
+
+    /// [`Trainer::fit`] reporting to `dashboard`. When its interrupter is
+    /// stopped (the dashboard's quit key, or any clone of
+    /// [`Dashboard::interrupter`]), the current step is finished, a
+    /// checkpoint is written and the run returns early; [`Trainer::resume`]
+    /// continues it.
+    pub fn fit_with<D: Dataset<TokenWindow>>(
+        &mut self,
+        data: &D,
+        stop_at: Option<usize>,
+        mut dashboard: Dashboard<B::InnerBackend>,
     ) -> Result<Vec<StepMetrics>, TrainError> {
         let out = PathBuf::from(&self.config.output_dir);
         let mut log = MetricsLog::open(&out, self.step)?;
         let mut order = DataOrder::new(data.len(), self.config.seed, self.config.shuffle);
         let end = stop_at.map_or(self.config.steps, |s| s.min(self.config.steps));
         let mut ran = Vec::new();
-        while self.step < end {
+        while self.step < end && !dashboard.should_stop() {
             let m = self.train_step(data, &mut order);
-            let every = self.config.log_every;
-            if every > 0 && (m.step.is_multiple_of(every) || m.step == end) {
-                println!(
-                    "step {:>6}/{} | loss {:.4} | ppl {:>9.2} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | epoch {:.2}",
-                    m.step,
-                    self.config.steps,
-                    m.loss,
-                    m.perplexity,
-                    m.lr,
-                    m.grad_norm,
-                    m.tokens_per_s,
-                    m.epoch
-                );
-            }
+            dashboard.update(&m, end, self.cursor, data.len());
             log.push(m.clone())?;
             ran.push(m);
             let every = self.config.checkpoint_every;
-            if (every > 0 && self.step.is_multiple_of(every)) || self.step == end {
+            let stop = dashboard.should_stop();
+            if (every > 0 && self.step.is_multiple_of(every)) || self.step == end || stop {
                 self.save_checkpoint()?;
             }
         }
+        dashboard.finish();
         plot_curves(&log.history, &out.join("curves.svg"))?;
         Ok(ran)
     }
