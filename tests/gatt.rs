@@ -287,3 +287,44 @@ fn llama_sampler_answers_match_transformers_greedy() {
                 && !m.content.contains(&case.instruction.text))
     );
 }
+
+/// With temperature sampling, a seed reproduces the answers, another seed
+/// changes them, and consecutive requests do not repeat one random stream;
+/// the reserved chat tags stop generation.
+#[test]
+fn llama_sampler_seeds_reproduce_runs() {
+    use llama2_burn::model::chat::SPECIAL_TAGS;
+    use llama2_burn::model::generation::SamplerConfig;
+
+    let tok = tokenizer();
+    let case = cases().sampling;
+    let model =
+        llama2_burn::import::load_model::<B>(data_dir().join("tiny-chat"), &device()).unwrap();
+    let dialog = GattDialog::new(&case.source, case.instruction.clone()).unwrap();
+    // The same dialog twice in one batch, asked for three turns.
+    let dialogs = [dialog.clone(), dialog];
+    let run = |seed: u64| {
+        let options =
+            GenerationOptions::new(12).with_sampler(SamplerConfig::new(1.0, 1.0).with_seed(seed));
+        let mut sampler = LlamaSampler::new(&model, &tok, options).unwrap();
+        for tag in SPECIAL_TAGS {
+            assert!(sampler.options().stop_sequences.iter().any(|s| s == tag));
+        }
+        GattConfig::new()
+            .sample_answers(&mut sampler, &dialogs, &mut |_| {})
+            .unwrap()
+    };
+    let a = run(3);
+    assert_eq!(a, run(3));
+    assert_ne!(a, run(4));
+    // Rows of a request draw from different streams, requests from
+    // different seeds.
+    assert_ne!(a[0], a[1]);
+    let options =
+        GenerationOptions::new(12).with_sampler(SamplerConfig::new(1.0, 1.0).with_seed(3));
+    let mut sampler = LlamaSampler::new(&model, &tok, options).unwrap();
+    let context = &case.contexts[0];
+    let first = sampler.next_message(context).unwrap();
+    assert_eq!(first, a[0][0]);
+    assert_ne!(sampler.next_message(context).unwrap(), first);
+}
