@@ -64,8 +64,9 @@ struct Args {
     /// Continue from the latest checkpoint in the run directory.
     #[arg(long)]
     resume: bool,
-    /// Show burn-train's terminal dashboard (the default when standard output is a
-    /// terminal; `q` then `s` stops after a checkpoint).
+    /// Show burn-train's terminal dashboard when standard output is a terminal (`q`
+    /// then `s` stops after a checkpoint). The default on GPU backends; on CPU
+    /// backends it is opt-in, as its thread keeps one core busy.
     #[arg(long, overrides_with = "no_dashboard")]
     dashboard: bool,
     /// Print a progress line per logged step instead of the dashboard.
@@ -141,8 +142,7 @@ fn main() -> anyhow::Result<()> {
     }
     if args.dashboard {
         t.dashboard = true;
-    }
-    if args.no_dashboard {
+    } else if args.no_dashboard || backend::ON_CPU {
         t.dashboard = false;
     }
     if let Some(v) = &args.out {

@@ -14,18 +14,24 @@
 mod selected {
     pub type Selected = burn::backend::Cuda<f32, i32>;
     pub const NAME: &str = "cuda";
+    /// Whether the backend computes on the CPU (wgpu counts as a GPU backend, even on lavapipe).
+    pub const ON_CPU: bool = false;
 }
 
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
 mod selected {
     pub type Selected = burn::backend::Wgpu<f32, i32>;
     pub const NAME: &str = "wgpu";
+    /// Whether the backend computes on the CPU (wgpu counts as a GPU backend, even on lavapipe).
+    pub const ON_CPU: bool = false;
 }
 
 #[cfg(all(feature = "flex", not(any(feature = "cuda", feature = "wgpu"))))]
 mod selected {
     pub type Selected = burn::backend::Flex;
     pub const NAME: &str = "flex";
+    /// Whether the backend computes on the CPU (wgpu counts as a GPU backend, even on lavapipe).
+    pub const ON_CPU: bool = true;
 }
 
 #[cfg(all(
@@ -35,6 +41,8 @@ mod selected {
 mod selected {
     pub type Selected = burn::backend::NdArray<f32, i64>;
     pub const NAME: &str = "ndarray";
+    /// Whether the backend computes on the CPU (wgpu counts as a GPU backend, even on lavapipe).
+    pub const ON_CPU: bool = true;
 }
 
 #[cfg(not(any(
@@ -45,7 +53,7 @@ mod selected {
 )))]
 compile_error!("enable one backend feature: ndarray, flex, wgpu or cuda");
 
-pub use selected::{NAME, Selected};
+pub use selected::{NAME, ON_CPU, Selected};
 
 /// The selected backend with automatic differentiation, for training.
 pub type SelectedAutodiff = burn::backend::Autodiff<Selected>;
