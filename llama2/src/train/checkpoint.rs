@@ -250,6 +250,7 @@ mod tests {
                 .with_steps(20)
                 .with_dashboard(false)
                 .with_log_every(3),
+            lora: None,
         };
         let mut json = serde_json::to_value(&state).unwrap();
         let config = json["config"].as_object_mut().unwrap();
