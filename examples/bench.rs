@@ -18,7 +18,6 @@
 //! cargo run --release --example bench --no-default-features --features flex -- --json
 //! ```
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -30,7 +29,9 @@ use llama2_burn::model::{Llama, LlamaConfig};
 use serde_json::{Value, json};
 
 mod common;
-use common::measure::{loadavg, materialise, median, print_table as print_rows, rss_kib};
+use common::measure::{
+    loadavg, materialise, median, print_table as print_rows, rss_kib, run_workers,
+};
 
 type B = Selected;
 
@@ -75,26 +76,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
-    let exe = std::env::current_exe()?;
-    let mut results = Vec::new();
-    for shape in args.shapes.split(',').map(str::trim) {
-        if LlamaConfig::preset(shape).is_none() {
-            bail!("unknown shape {shape:?}");
-        }
-        let output = Command::new(&exe)
-            .args(std::env::args_os().skip(1))
-            .arg("--worker")
-            .arg(shape)
-            .output()
-            .context("starting the measurement process")?;
-        if !output.status.success() {
-            eprint!("{}", String::from_utf8_lossy(&output.stderr));
-            bail!("measuring {shape} failed");
-        }
-        let stdout = String::from_utf8(output.stdout)?;
-        let last = stdout.lines().last().context("no output from the worker")?;
-        results.push(serde_json::from_str::<Value>(last)?);
-    }
+    let results = run_workers(&args.shapes, &[])?;
 
     let env = json!({
         "backend": backend::NAME,

@@ -20,10 +20,9 @@
 //! cargo run --release --example bench_train --no-default-features --features cuda -- --json
 //! ```
 
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use burn::data::dataset::InMemDataset;
 use burn::prelude::Backend;
 use clap::Parser;
@@ -35,7 +34,7 @@ use serde_json::{Value, json};
 
 mod common;
 use common::measure::{
-    loadavg, materialise, median, print_table as print_rows, random_tokens, rss_kib,
+    loadavg, materialise, median, print_table as print_rows, random_tokens, rss_kib, run_workers,
 };
 
 type B = SelectedAutodiff;
@@ -95,33 +94,14 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
-    let exe = std::env::current_exe()?;
-    let mut results = Vec::new();
-    for shape in args.shapes.split(',').map(str::trim) {
-        if LlamaConfig::preset(shape).is_none() {
-            bail!("unknown shape {shape:?}");
-        }
-        let mut command = Command::new(&exe);
-        command
-            .args(std::env::args_os().skip(1))
-            .arg("--worker")
-            .arg(shape);
-        if let Some(n) = args.threads {
-            command
-                .env("RAYON_NUM_THREADS", n.to_string())
-                .env("MATMUL_NUM_THREADS", n.to_string());
-        }
-        let output = command
-            .output()
-            .context("starting the measurement process")?;
-        if !output.status.success() {
-            eprint!("{}", String::from_utf8_lossy(&output.stderr));
-            bail!("measuring {shape} failed");
-        }
-        let stdout = String::from_utf8(output.stdout)?;
-        let last = stdout.lines().last().context("no output from the worker")?;
-        results.push(serde_json::from_str::<Value>(last)?);
-    }
+    let threads: Vec<(&str, String)> = match args.threads {
+        Some(n) => vec![
+            ("RAYON_NUM_THREADS", n.to_string()),
+            ("MATMUL_NUM_THREADS", n.to_string()),
+        ],
+        None => Vec::new(),
+    };
+    let results = run_workers(&args.shapes, &threads)?;
 
     let env = json!({
         "backend": backend::NAME,

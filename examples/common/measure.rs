@@ -1,10 +1,15 @@
 //! Shared by the benchmarks: memory and load readings, medians, random tokens, tables.
 
+use std::process::Command;
 use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
+use llama2_burn::model::LlamaConfig;
 
 /// A `kB` field of `/proc/self/status` such as `VmRSS:` or `VmHWM:` (the current resident
 /// size where `/proc` is unavailable; 0 where neither is).
@@ -100,4 +105,32 @@ pub fn print_table(head: &[String], rows: &[Vec<String>]) {
     for row in rows {
         println!("{}", line(row));
     }
+}
+
+/// Runs this program again once per comma-separated shape, with `--worker <shape>` after the
+/// current arguments and `env` set, so that each shape's peak memory is its own; returns the
+/// JSON line each worker prints last.
+pub fn run_workers(shapes: &str, env: &[(&str, String)]) -> Result<Vec<Value>> {
+    let exe = std::env::current_exe()?;
+    let mut results = Vec::new();
+    for shape in shapes.split(',').map(str::trim) {
+        if LlamaConfig::preset(shape).is_none() {
+            bail!("unknown shape {shape:?}");
+        }
+        let output = Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .arg("--worker")
+            .arg(shape)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .context("starting the measurement process")?;
+        if !output.status.success() {
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+            bail!("measuring {shape} failed");
+        }
+        let stdout = String::from_utf8(output.stdout)?;
+        let last = stdout.lines().last().context("no output from the worker")?;
+        results.push(serde_json::from_str::<Value>(last)?);
+    }
+    Ok(results)
 }
