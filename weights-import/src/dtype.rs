@@ -71,6 +71,17 @@ pub(crate) fn is_float(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
 }
 
+/// Burn's float type of a safetensors dtype; `None` for integer and other types.
+pub(crate) fn safetensors_float(dtype: safetensors::Dtype) -> Option<DType> {
+    match dtype {
+        safetensors::Dtype::F32 => Some(DType::F32),
+        safetensors::Dtype::F16 => Some(DType::F16),
+        safetensors::Dtype::BF16 => Some(DType::BF16),
+        safetensors::Dtype::F64 => Some(DType::F64),
+        _ => None,
+    }
+}
+
 /// Decodes little-endian floating-point bytes to f32. `None` for non-float dtypes.
 pub(crate) fn decode_le(dtype: DType, bytes: &[u8]) -> Option<Vec<f32>> {
     let out = match dtype {

@@ -11,7 +11,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, Loader, PendingParam, SourceFormat};
-use crate::dtype::decode_le;
+use crate::dtype::{decode_le, safetensors_float};
 use crate::error::{ImportError, Result};
 use crate::layout::{HfPermute, ParamSpec, param_specs, transpose, unpermute_hf};
 
@@ -313,19 +313,13 @@ pub fn open_hf(dir: &Path) -> Result<Checkpoint> {
 
 fn hf_loader(spec: ParamSpec, name: String, tensor: StoredTensor) -> Loader {
     Rc::new(move || {
-        let dtype = match tensor.dtype {
-            Dtype::F32 => burn::tensor::DType::F32,
-            Dtype::F16 => burn::tensor::DType::F16,
-            Dtype::BF16 => burn::tensor::DType::BF16,
-            _ => burn::tensor::DType::F64,
-        };
-        let values = decode_le(dtype, &tensor.map[tensor.range.clone()]).ok_or_else(|| {
-            ImportError::UnsupportedDtype {
+        let values = safetensors_float(tensor.dtype)
+            .and_then(|dtype| decode_le(dtype, &tensor.map[tensor.range.clone()]))
+            .ok_or_else(|| ImportError::UnsupportedDtype {
                 path: tensor.file.clone(),
                 tensor: name.clone(),
                 dtype: format!("{:?}", tensor.dtype),
-            }
-        })?;
+            })?;
         let values = match spec.hf_permute {
             HfPermute::Heads(heads) => unpermute_hf(&values, spec.shape[0], spec.shape[1], heads),
             HfPermute::None => values,

@@ -18,7 +18,7 @@ use llama2::lora::{LoraConfig, LoraError, LoraSite, LoraTarget, LoraWeights};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::dtype::decode_le;
+use crate::dtype::{decode_le, safetensors_float};
 use crate::error::{ImportError, Result};
 use crate::layout::{HfPermute, param_specs, permute_hf, transpose, unpermute_hf};
 
@@ -215,20 +215,13 @@ fn read_peft(dir: &Path) -> Result<(LoraConfig, StoredSites)> {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let dtype = match view.dtype() {
-            Dtype::F32 => DType::F32,
-            Dtype::F16 => DType::F16,
-            Dtype::BF16 => DType::BF16,
-            Dtype::F64 => DType::F64,
-            other => {
-                return Err(ImportError::UnsupportedDtype {
-                    path: path.clone(),
-                    tensor: name.to_string(),
-                    dtype: format!("{other:?}"),
-                });
-            }
-        };
-        let values = decode_le(dtype, view.data()).expect("a float dtype");
+        let values = safetensors_float(view.dtype())
+            .and_then(|dtype| decode_le(dtype, view.data()))
+            .ok_or_else(|| ImportError::UnsupportedDtype {
+                path: path.clone(),
+                tensor: name.to_string(),
+                dtype: format!("{:?}", view.dtype()),
+            })?;
         tensors.entry(site).or_default()[usize::from(!a)] = Some((view.shape().to_vec(), values));
     }
     let targets: BTreeSet<LoraTarget> = tensors.keys().map(|s| s.target).collect();
