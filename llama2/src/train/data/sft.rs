@@ -20,8 +20,10 @@
 //! "concatenates all the prompts and answers"); an example that does not fit
 //! in the rest of a window starts the next one, the rest is padded with EOS and
 //! masked. A target is never taken across an example boundary: the first token
-//! of each example (its BOS) is never a target. Examples longer than a window
-//! are truncated to it.
+//! of each example (its BOS) is never a target. An example longer than a
+//! window keeps its first `seq_len + 1` tokens, unless none of those is a
+//! target (a long prompt, or a last-turn example whose earlier turns fill the
+//! window): then it keeps the window that ends with its last target.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -166,19 +168,18 @@ impl SftDataset {
             trained.clear();
         };
         for example in examples {
-            let mut n = example.tokens.len();
-            if n > cap {
+            let (start, end) = kept_span(&example.is_assistant, cap);
+            if end - start < example.tokens.len() {
                 truncated += 1;
-                n = cap;
             }
-            if !pack || tokens.len() + n > cap {
+            if !pack || tokens.len() + (end - start) > cap {
                 flush(&mut tokens, &mut trained, &mut windows);
             }
-            tokens.extend_from_slice(&example.tokens[..n]);
+            tokens.extend_from_slice(&example.tokens[start..end]);
             // The first token of an example is never a target: its predecessor
             // belongs to another example.
             trained.push(false);
-            trained.extend_from_slice(&example.is_assistant[1..n]);
+            trained.extend_from_slice(&example.is_assistant[start + 1..end]);
         }
         flush(&mut tokens, &mut trained, &mut windows);
         Self {
@@ -191,6 +192,20 @@ impl SftDataset {
     /// The packed windows.
     pub fn windows(&self) -> &[TokenWindow] {
         &self.windows
+    }
+}
+
+/// The `start..end` tokens of an example kept in a window of `cap` tokens:
+/// all of them when they fit, else the first `cap` if that holds a target
+/// (position ≥ 1), else the `cap` ending with the last target.
+fn kept_span(is_target: &[bool], cap: usize) -> (usize, usize) {
+    let n = is_target.len();
+    if n <= cap || is_target[1..cap].contains(&true) {
+        return (0, n.min(cap));
+    }
+    match is_target.iter().rposition(|&t| t) {
+        Some(last) => (last + 1 - cap, last + 1),
+        None => (0, cap),
     }
 }
 
@@ -216,6 +231,30 @@ mod tests {
     }
 
     const DIALOG: &str = r#"[{"role": "user", "content": "One?"}, {"role": "assistant", "content": "Uno."}, {"role": "user", "content": "Two?"}, {"role": "assistant", "content": "Dos."}]"#;
+
+    #[test]
+    fn long_examples_keep_a_window_with_targets() {
+        const IGNORE: i64 = crate::train::data::IGNORE_INDEX;
+        let example = |prompt: usize, answer: usize| EncodedDialog {
+            tokens: (0..(prompt + answer) as u32).collect(),
+            is_assistant: (0..prompt + answer).map(|i| i >= prompt).collect(),
+            unsafe_tags: false,
+        };
+        // The answer starts inside the first window: keep the start.
+        let data = SftDataset::from_encoded(&[example(5, 10)], 7, false, 99);
+        assert_eq!(data.truncated, 1);
+        assert_eq!(data.windows()[0].inputs, vec![0, 1, 2, 3, 4, 5, 6]);
+        // A prompt longer than the window: keep the window ending with the answer.
+        let data = SftDataset::from_encoded(&[example(12, 3)], 7, false, 99);
+        assert_eq!(data.truncated, 1);
+        let w = &data.windows()[0];
+        assert_eq!(w.inputs, vec![7, 8, 9, 10, 11, 12, 13]);
+        // Targets 12, 13, 14 (the answer), the first token never one.
+        assert_eq!(w.targets, vec![IGNORE, IGNORE, IGNORE, IGNORE, 12, 13, 14]);
+        // Fitting examples are untouched.
+        let data = SftDataset::from_encoded(&[example(3, 2)], 7, false, 99);
+        assert_eq!(data.truncated, 0);
+    }
 
     #[test]
     fn loss_on_is_read_per_row() {
