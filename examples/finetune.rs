@@ -35,6 +35,10 @@ use llama2_burn::model::Tokenizer;
 use llama2_burn::model::lora::{LoraConfig, save_adapters};
 use llama2_burn::model::train::{SftConfig, TrainConfig, WarmupCosineConfig, finetune};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::train_args::TrainArgs;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 #[derive(Parser, Debug)]
@@ -60,36 +64,14 @@ struct Args {
     /// Print the effective config as JSON and exit.
     #[arg(long)]
     print_config: bool,
-    /// Optimizer steps (instead of epochs).
-    #[arg(long, conflicts_with = "epochs")]
-    steps: Option<usize>,
+    #[command(flatten)]
+    train: TrainArgs,
     /// Passes over the data (`--paper`: 2); the steps follow from the data size.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "steps")]
     epochs: Option<f64>,
-    /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Sequences per micro-batch.
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Tokens per sequence.
-    #[arg(long)]
-    seq_len: Option<usize>,
-    /// Tokens per optimizer step (gradient accumulation).
-    #[arg(long)]
-    tokens_per_step: Option<usize>,
     /// Do not pack several examples per sequence.
     #[arg(long)]
     no_pack: bool,
-    /// Checkpoint every N steps.
-    #[arg(long)]
-    checkpoint_every: Option<usize>,
-    /// Run directory.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Continue from the latest checkpoint in the run directory.
-    #[arg(long)]
-    resume: bool,
     /// Train LoRA adapters on a frozen base instead of every weight.
     #[arg(long)]
     lora: bool,
@@ -111,14 +93,6 @@ struct Args {
     /// With LoRA, also write the model with the adapters merged (model.mpk).
     #[arg(long)]
     merge: bool,
-    /// Show burn-train's terminal dashboard when standard output is a terminal (`q`
-    /// then `s` stops after a checkpoint). The default on GPU backends; on CPU
-    /// backends it is opt-in, as its thread keeps one core busy.
-    #[arg(long, overrides_with = "no_dashboard")]
-    dashboard: bool,
-    /// Print a progress line per logged step instead of the dashboard.
-    #[arg(long, overrides_with = "dashboard")]
-    no_dashboard: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -162,34 +136,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.epochs {
         config.epochs = Some(v);
     }
-    let t = &mut config.train;
-    if let Some(v) = args.steps {
-        t.steps = v;
+    if args.train.steps.is_some() {
         config.epochs = None;
     }
-    if let Some(v) = args.lr {
-        t.schedule.peak_lr = v;
+    if args.train.warmup.is_some() {
+        config.warmup_ratio = None;
     }
-    if let Some(v) = args.batch {
-        t.micro_batch_size = v;
-    }
-    if let Some(v) = args.seq_len {
-        t.seq_len = v;
-    }
-    if let Some(v) = args.tokens_per_step {
-        t.tokens_per_step = v;
-    }
-    if let Some(v) = args.checkpoint_every {
-        t.checkpoint_every = v;
-    }
-    if args.dashboard {
-        t.dashboard = true;
-    } else if args.no_dashboard || backend::ON_CPU {
-        t.dashboard = false;
-    }
-    if let Some(v) = &args.out {
-        t.output_dir = v.display().to_string();
-    }
+    args.train.apply(&mut config.train);
     let lora_flags = args.lora_rank.is_some()
         || args.lora_alpha.is_some()
         || args.lora_dropout.is_some()
@@ -270,7 +223,7 @@ fn main() -> anyhow::Result<()> {
             None => String::new(),
         }
     );
-    let (model, metrics) = finetune(model, &config, &tokenizer, args.resume, &device)?;
+    let (model, metrics) = finetune(model, &config, &tokenizer, args.train.resume, &device)?;
     if let (Some(first), Some(last)) = (metrics.first(), metrics.last()) {
         println!("answer-token loss {:.4} → {:.4}", first.loss, last.loss);
     }

@@ -22,6 +22,10 @@ use llama2_burn::model::{LlamaConfig, Tokenizer};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tokenizer");
 
+#[path = "common/mod.rs"]
+mod common;
+use common::train_args::TrainArgs;
+
 #[derive(Parser, Debug)]
 #[command(about = "Pretrain a small Llama 2 on a text corpus")]
 struct Args {
@@ -37,41 +41,8 @@ struct Args {
     /// Print the effective config as JSON and exit.
     #[arg(long)]
     print_config: bool,
-    /// Optimizer steps.
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Warmup steps.
-    #[arg(long)]
-    warmup: Option<usize>,
-    /// Sequences per micro-batch.
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Tokens per sequence.
-    #[arg(long)]
-    seq_len: Option<usize>,
-    /// Tokens per optimizer step (gradient accumulation).
-    #[arg(long)]
-    tokens_per_step: Option<usize>,
-    /// Checkpoint every N steps.
-    #[arg(long)]
-    checkpoint_every: Option<usize>,
-    /// Run directory (checkpoints, metrics.jsonl/csv, curves.svg, model.mpk).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Continue from the latest checkpoint in the run directory.
-    #[arg(long)]
-    resume: bool,
-    /// Show burn-train's terminal dashboard when standard output is a terminal (`q`
-    /// then `s` stops after a checkpoint). The default on GPU backends; on CPU
-    /// backends it is opt-in, as its thread keeps one core busy.
-    #[arg(long, overrides_with = "no_dashboard")]
-    dashboard: bool,
-    /// Print a progress line per logged step instead of the dashboard.
-    #[arg(long, overrides_with = "dashboard")]
-    no_dashboard: bool,
+    #[command(flatten)]
+    train: TrainArgs,
     /// Model width.
     #[arg(long, default_value_t = 128)]
     dim: usize,
@@ -118,36 +89,7 @@ fn main() -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .collect();
     }
-    let t = &mut config.train;
-    if let Some(v) = args.steps {
-        t.steps = v;
-    }
-    if let Some(v) = args.lr {
-        t.schedule.peak_lr = v;
-    }
-    if let Some(v) = args.warmup {
-        t.schedule.warmup_steps = v;
-    }
-    if let Some(v) = args.batch {
-        t.micro_batch_size = v;
-    }
-    if let Some(v) = args.seq_len {
-        t.seq_len = v;
-    }
-    if let Some(v) = args.tokens_per_step {
-        t.tokens_per_step = v;
-    }
-    if let Some(v) = args.checkpoint_every {
-        t.checkpoint_every = v;
-    }
-    if args.dashboard {
-        t.dashboard = true;
-    } else if args.no_dashboard || backend::ON_CPU {
-        t.dashboard = false;
-    }
-    if let Some(v) = &args.out {
-        t.output_dir = v.display().to_string();
-    }
+    args.train.apply(&mut config.train);
     if args.print_config {
         println!("{config}");
         return Ok(());
@@ -175,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         config.train.steps,
         backend::NAME
     );
-    let (model, metrics) = pretrain(model, &config, &tokenizer, args.resume, &device)?;
+    let (model, metrics) = pretrain(model, &config, &tokenizer, args.train.resume, &device)?;
     if let (Some(first), Some(last)) = (metrics.first(), metrics.last()) {
         println!("loss {:.4} → {:.4}", first.loss, last.loss);
     }

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod measure;
+#[cfg(feature = "train")]
+pub mod train_args;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
