@@ -61,6 +61,17 @@ fn logits(model: &Llama<B>, ids: &[i64]) -> Vec<f32> {
     values(model.forward(tokens(ids, 2)))
 }
 
+/// Merged and unmerged logits agree to 1e-5, relative to the largest logit when that is above
+/// 1: the tiny model's logits reach ~20, where 1e-5 is a few f32 ulps.
+fn assert_merged_close(merged: &[f32], adapted: &[f32], what: &str) {
+    let largest = adapted.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(merged, adapted);
+    assert!(
+        diff <= 1e-5 * largest,
+        "{what}: merged vs adapters {diff} (largest logit {largest})"
+    );
+}
+
 fn peft(name: &str) -> PathBuf {
     data_dir().join("tiny").join(name)
 }
@@ -148,15 +159,7 @@ fn merged_model_gives_the_adapted_logits() {
     assert!(merged.lora.is_none());
     assert!(merged.lora_sites().is_empty());
     let ours = logits(&merged, &ids);
-    // These adapters move the logits by up to 9 (to magnitudes near 20): 1e-5 relative to the
-    // largest logit, a few f32 ulps. The absolute 1e-5 is checked on the smaller logits of
-    // `merge_matches_adapters_with_random_b` and of the trained adapters.
-    let largest = unmerged.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = max_abs_diff(&ours, &unmerged);
-    assert!(
-        diff < 1e-5 * largest,
-        "merged vs adapters: {diff} (largest {largest})"
-    );
+    assert_merged_close(&ours, &unmerged, "PEFT adapters");
     let diff = max_abs_diff(&ours, &r.f32("logits.lora_merged"));
     assert!(diff < 1e-4, "merged vs PEFT merge_and_unload: {diff}");
 
@@ -166,15 +169,21 @@ fn merged_model_gives_the_adapted_logits() {
     assert_eq!(logits(&reloaded, &ids), ours);
 }
 
-/// Merging a model whose adapters were trained to arbitrary values: every projection of both
-/// blocks, checked on the tiny-chat model too (a different shape).
+/// Merging a model whose adapters hold arbitrary non-zero `A` and `B`: every projection of both
+/// blocks, on the tiny model and on the tiny-chat model (another shape).
 #[test]
-fn merge_matches_adapters_with_random_b() {
+fn merge_matches_adapters_with_nonzero_b() {
     let ids: Vec<i64> = (0..24).map(|i| (i * 37 + 5) % 500 + 1).collect();
+    let pattern = |n: usize, seed: usize, step: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7 + seed * 13) % 17) as f32 - 8.0) * step)
+            .collect()
+    };
     for model in [
         base(),
         load_model::<B>(data_dir().join("tiny-chat"), &device()).unwrap(),
     ] {
+        let plain = logits(&model, &ids);
         let mut model = LoraConfig::new()
             .with_rank(3)
             .with_alpha(5.0)
@@ -183,18 +192,20 @@ fn merge_matches_adapters_with_random_b() {
             .unwrap();
         for (k, site) in model.lora_sites().into_iter().enumerate() {
             let mut adapter = model.lora_adapter(site).unwrap().clone();
-            let shape = adapter.lora_b.weight.dims();
-            let n = shape[0] * shape[1];
-            let b: Vec<f32> = (0..n)
-                .map(|i| (((i * 7 + k * 13) % 17) as f32 - 8.0) * 0.02)
-                .collect();
-            adapter.lora_b.weight = Param::from_data(TensorData::new(b, shape), &device());
+            for (weight, seed, step) in [
+                (&mut adapter.lora_a.weight, 2 * k, 0.01),
+                (&mut adapter.lora_b.weight, 2 * k + 1, 0.02),
+            ] {
+                let shape = weight.dims();
+                let values = pattern(shape[0] * shape[1], seed, step);
+                *weight = Param::from_data(TensorData::new(values, shape), &device());
+            }
             set_adapter(&mut model, site, adapter);
         }
         let adapted = logits(&model, &ids);
+        assert!(max_abs_diff(&adapted, &plain) > 0.05);
         let merged = logits(&model.merge_lora(), &ids);
-        let diff = max_abs_diff(&merged, &adapted);
-        assert!(diff < 1e-5, "merged vs adapters: {diff}");
+        assert_merged_close(&merged, &adapted, "non-zero B");
     }
 }
 
@@ -665,8 +676,7 @@ mod training {
         let loaded = load_adapters(chat, &path).unwrap();
         assert_eq!(values(loaded.forward(tokens(&ids, 2))), adapted);
         let merged = values(inner.merge_lora().forward(tokens(&ids, 2)));
-        let diff = max_abs_diff(&merged, &adapted);
-        assert!(diff < 1e-5, "merged vs adapters after training: {diff}");
+        assert_merged_close(&merged, &adapted, "trained adapters");
     }
 
     /// A LoRA run checkpoints only its adapters and resumes to the same losses as an
