@@ -55,6 +55,24 @@ def peak_rss_mib():
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
+def run_workers(script, shapes):
+    """Runs `script` again once per comma-separated shape, with `--worker <shape>` and the
+    current arguments (less `--json`), so that each shape's peak memory is its own; returns the
+    JSON line each worker prints last."""
+    results = []
+    for shape in shapes.split(","):
+        if shape not in SHAPES:
+            sys.exit(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+        cmd = [sys.executable, os.path.abspath(script), "--worker", shape] + [
+            a for a in sys.argv[1:] if a != "--json"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            sys.exit(f"worker for {shape} failed")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
 def worker(args):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -148,17 +166,7 @@ def main():
     import torch
     import transformers
 
-    results = []
-    for shape in args.shapes.split(","):
-        if shape not in SHAPES:
-            sys.exit(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", shape] + [
-            a for a in sys.argv[1:] if a != "--json"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr)
-            sys.exit(f"worker for {shape} failed")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    results = run_workers(__file__, args.shapes)
 
     env = dict(torch=torch.__version__, transformers=transformers.__version__,
                python=platform.python_version(), machine=platform.machine(),

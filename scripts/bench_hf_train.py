@@ -24,12 +24,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_hf import SHAPES, peak_rss_mib  # noqa: E402
+from bench_hf import SHAPES, peak_rss_mib, run_workers  # noqa: E402
 
 DEFAULT_BATCH = {"15M": 8}  # other shapes: 4
 
@@ -123,17 +122,7 @@ def main():
     import torch
     import transformers
 
-    results = []
-    for shape in args.shapes.split(","):
-        if shape not in SHAPES:
-            sys.exit(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", shape] + [
-            a for a in sys.argv[1:] if a != "--json"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr)
-            sys.exit(f"worker for {shape} failed")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    results = run_workers(__file__, args.shapes)
 
     env = dict(torch=torch.__version__, transformers=transformers.__version__,
                python=platform.python_version(), machine=platform.machine(),
