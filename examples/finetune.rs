@@ -28,6 +28,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::config::Config;
+use burn::tensor::backend::Backend;
 use clap::Parser;
 use llama2_burn::backend::{self, SelectedAutodiff};
 use llama2_burn::import::{StorageDtype, load_model, save_model, save_peft};
@@ -54,6 +55,9 @@ struct Args {
     /// JSONL files; default: examples/data/sft_tiny.jsonl.
     #[arg(long)]
     data: Vec<PathBuf>,
+    /// Held-out JSONL files for validation (see `--eval-every`).
+    #[arg(long)]
+    valid: Vec<PathBuf>,
     /// An SftConfig JSON; flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -130,6 +134,9 @@ fn main() -> anyhow::Result<()> {
     if !args.data.is_empty() {
         config.data = args.data.iter().map(|p| p.display().to_string()).collect();
     }
+    if !args.valid.is_empty() {
+        config.valid = args.valid.iter().map(|p| p.display().to_string()).collect();
+    }
     if args.no_pack {
         config.pack = false;
     }
@@ -178,6 +185,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let device = backend::device();
+    SelectedAutodiff::seed(&device, config.train.seed);
     let model = match &args.model {
         Some(path) => load_model::<SelectedAutodiff>(path, &device)
             .with_context(|| format!("model {}", path.display()))?,

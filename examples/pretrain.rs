@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::config::Config;
+use burn::tensor::backend::Backend;
 use clap::Parser;
 use llama2_burn::backend::{self, SelectedAutodiff};
 use llama2_burn::import::{StorageDtype, save_model};
@@ -30,8 +31,14 @@ use common::train_args::TrainArgs;
 #[command(about = "Pretrain a small Llama 2 on a text corpus")]
 struct Args {
     /// Text (.txt) or JSONL ({"text": …}) files; default: the repository's small corpus.
+    /// `FILE:WEIGHT` (e.g. `--corpus wiki.jsonl:3 --corpus web.txt:1`) mixes the
+    /// sources, drawing each sequence from a source with probability proportional to
+    /// its weight.
+    #[arg(long, alias = "data", value_parser = weighted_source)]
+    corpus: Vec<(PathBuf, Option<f64>)>,
+    /// Held-out text or JSONL files for validation (see `--eval-every`).
     #[arg(long)]
-    corpus: Vec<PathBuf>,
+    valid: Vec<PathBuf>,
     /// SentencePiece model; default: the repository's small tokenizer (1,200 pieces).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -49,6 +56,19 @@ struct Args {
     /// Transformer layers.
     #[arg(long, default_value_t = 4)]
     layers: usize,
+}
+
+/// `FILE` or `FILE:WEIGHT` with a finite positive weight.
+fn weighted_source(s: &str) -> Result<(PathBuf, Option<f64>), String> {
+    if let Some((path, weight)) = s.rsplit_once(':')
+        && let Ok(w) = weight.parse::<f64>()
+    {
+        if !(w.is_finite() && w > 0.0) {
+            return Err(format!("the weight of {path} must be positive, not {w}"));
+        }
+        return Ok((PathBuf::from(path), Some(w)));
+    }
+    Ok((PathBuf::from(s), None))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,8 +106,17 @@ fn main() -> anyhow::Result<()> {
         config.sources = args
             .corpus
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|(p, _)| p.display().to_string())
             .collect();
+        let weighted = args.corpus.iter().filter(|(_, w)| w.is_some()).count();
+        anyhow::ensure!(
+            weighted == 0 || weighted == args.corpus.len(),
+            "give every --corpus a weight (FILE:WEIGHT) or none"
+        );
+        config.weights = args.corpus.iter().filter_map(|(_, w)| *w).collect();
+    }
+    if !args.valid.is_empty() {
+        config.valid = args.valid.iter().map(|p| p.display().to_string()).collect();
     }
     args.train.apply(&mut config.train);
     if args.print_config {
@@ -105,6 +134,7 @@ fn main() -> anyhow::Result<()> {
     model_config.validate()?;
 
     let device = backend::device();
+    SelectedAutodiff::seed(&device, config.train.seed);
     let model = model_config.init::<SelectedAutodiff>(&device);
     let out = PathBuf::from(&config.train.output_dir);
     std::fs::create_dir_all(&out)?;

@@ -5,27 +5,67 @@ use std::path::PathBuf;
 use llama2_burn::backend;
 use llama2_burn::model::train::TrainConfig;
 
+/// A whole number of at least 1.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A finite number greater than 0.
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number greater than 0, not {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A fraction in [0, 1).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("must be at least 0 and below 1, not {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Flags that override a [`TrainConfig`].
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Optimizer steps.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub steps: Option<usize>,
     /// Peak learning rate.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_f64)]
     pub lr: Option<f64>,
     /// Warmup steps.
     #[arg(long)]
     pub warmup: Option<usize>,
     /// Sequences per micro-batch.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch: Option<usize>,
     /// Tokens per sequence.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub seq_len: Option<usize>,
     /// Tokens per optimizer step (gradient accumulation).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub tokens_per_step: Option<usize>,
+    /// Seed of the model initialisation, the data order and dropout [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Hold out this fraction of the training sequences for validation (when
+    /// no `--valid` files are given).
+    #[arg(long, value_parser = fraction)]
+    pub valid_fraction: Option<f64>,
+    /// Evaluate on the validation data every N steps (and at the end).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Stop once N evaluations in a row have not lowered the validation loss.
+    #[arg(long)]
+    pub early_stopping: Option<usize>,
     /// Checkpoint every N steps.
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
@@ -65,6 +105,18 @@ impl TrainArgs {
         }
         if let Some(v) = self.tokens_per_step {
             t.tokens_per_step = v;
+        }
+        if let Some(v) = self.seed {
+            t.seed = v;
+        }
+        if let Some(v) = self.valid_fraction {
+            t.valid_fraction = v;
+        }
+        if let Some(v) = self.eval_every {
+            t.eval_every = v;
+        }
+        if let Some(v) = self.early_stopping {
+            t.early_stopping_patience = v;
         }
         if let Some(v) = self.checkpoint_every {
             t.checkpoint_every = v;

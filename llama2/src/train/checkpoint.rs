@@ -1,8 +1,9 @@
 //! Atomic training checkpoints: model, optimizer state, scheduler state and
 //! data position.
 //!
-//! `<output_dir>/checkpoints/step-NNNNNNNN/` holds `model.mpk` and `optim.mpk`
-//! (burn records at full precision) and `state.json` ([`TrainState`]: step,
+//! `<output_dir>/checkpoints/step-NNNNNNNN/` holds the model's parameters
+//! ([`Trainable::save_params`]: `model.mpk`) and `optim.mpk` (burn records at
+//! full precision) and `state.json` ([`TrainState`]: step,
 //! data cursor, scheduler steps, config). When LoRA adapters are attached
 //! ([`crate::lora`]) only they are trained, and `adapters.mpk` replaces
 //! `model.mpk`: the frozen base weights are not written again at every step. A checkpoint is written into
@@ -14,17 +15,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::optim::Optimizer;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::data::cache::write_atomic;
 use super::error::TrainError;
-use crate::lora::{LoraAdapter, LoraConfig};
-use crate::model::Llama;
+use super::objective::{CheckpointRecorder, Trainable};
+use crate::lora::LoraConfig;
 
 /// Where a run stands, besides the model and optimizer tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,8 +76,6 @@ fn config_with_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TrainC
     serde_json::from_value(config).map_err(D::Error::custom)
 }
 
-type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
-
 /// The checkpoints directory of a run.
 pub fn checkpoints_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("checkpoints")
@@ -85,16 +83,17 @@ pub fn checkpoints_dir(output_dir: &Path) -> PathBuf {
 
 /// Writes a checkpoint and returns its directory; keeps the newest `keep`
 /// checkpoints (0: all).
-pub fn save<B, O>(
+pub fn save<B, M, O>(
     output_dir: &Path,
-    model: &Llama<B>,
+    model: &M,
     optim: &O,
     state: &TrainState,
     keep: usize,
 ) -> Result<PathBuf, TrainError>
 where
     B: AutodiffBackend,
-    O: Optimizer<Llama<B>, B>,
+    M: Trainable<B>,
+    O: Optimizer<M, B>,
 {
     let root = checkpoints_dir(output_dir);
     let name = format!("step-{:08}", state.step);
@@ -104,23 +103,10 @@ where
         fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     }
     fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    let rec = Rec::new();
-    let (model_path, written) = if model.lora.is_some() {
-        let path = tmp.join("adapters");
-        (
-            path.clone(),
-            rec.record(adapters(model).into_record(), path),
-        )
-    } else {
-        let path = tmp.join("model");
-        (path.clone(), rec.record(model.clone().into_record(), path))
-    };
-    written.map_err(|source| TrainError::Record {
-        path: model_path,
-        source,
-    })?;
+    model.save_params(&tmp)?;
     let optim_path = tmp.join("optim");
-    rec.record(optim.to_record(), optim_path.clone())
+    CheckpointRecorder::new()
+        .record(optim.to_record(), optim_path.clone())
         .map_err(|source| TrainError::Record {
             path: optim_path,
             source,
@@ -169,64 +155,38 @@ pub fn latest(output_dir: &Path) -> Option<PathBuf> {
     dir.join("state.json").exists().then_some(dir)
 }
 
-/// The attached adapters, in [`Llama::lora_sites`] order.
-fn adapters<B: AutodiffBackend>(model: &Llama<B>) -> Vec<LoraAdapter<B>> {
-    model
-        .lora_sites()
-        .into_iter()
-        .filter_map(|site| model.lora_adapter(site).cloned())
-        .collect()
-}
-
 /// Reads a checkpoint into `model` and `optim`; returns its [`TrainState`].
 ///
 /// A checkpoint of a LoRA run holds only the adapters: `model` must then carry
 /// the base weights and adapters of the same [`LoraConfig`] (their values are
 /// replaced).
-pub fn load<B, O>(
+pub fn load<B, M, O>(
     dir: &Path,
-    model: Llama<B>,
+    model: M,
     optim: O,
     device: &B::Device,
-) -> Result<(Llama<B>, O, TrainState), TrainError>
+) -> Result<(M, O, TrainState), TrainError>
 where
     B: AutodiffBackend,
-    O: Optimizer<Llama<B>, B>,
+    M: Trainable<B>,
+    O: Optimizer<M, B>,
 {
-    let rec = Rec::new();
     let state_path = dir.join("state.json");
     let text = fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
     let state: TrainState = serde_json::from_slice(&text).map_err(|source| TrainError::Json {
         path: state_path,
         source,
     })?;
-    if state.lora != model.lora {
+    if state.lora.as_ref() != model.lora() {
         return Err(TrainError::LoraMismatch {
             path: dir.to_path_buf(),
             checkpoint: state.lora.as_ref().map(|c| c.to_string()),
-            model: model.lora.as_ref().map(|c| c.to_string()),
+            model: model.lora().map(|c| c.to_string()),
         });
     }
-    let model = if model.lora.is_some() {
-        let path = dir.join("adapters");
-        let record = rec
-            .load(path.clone(), device)
-            .map_err(|source| TrainError::Record { path, source })?;
-        let loaded = adapters(&model).load_record(record);
-        let mut model = model;
-        for (site, adapter) in model.lora_sites().into_iter().zip(loaded) {
-            model.set_lora_adapter(site, Some(adapter));
-        }
-        model
-    } else {
-        let path = dir.join("model");
-        let record = rec
-            .load(path.clone(), device)
-            .map_err(|source| TrainError::Record { path, source })?;
-        model.load_record(record)
-    };
+    let model = model.load_params(dir, device)?;
     let optim_path = dir.join("optim");
-    let record = rec
+    let record = CheckpointRecorder::new()
         .load(optim_path.clone(), device)
         .map_err(|source| TrainError::Record {
             path: optim_path,

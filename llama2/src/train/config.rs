@@ -51,6 +51,19 @@ pub struct TrainConfig {
     /// terminal; see [`super::dashboard`].
     #[config(default = true)]
     pub dashboard: bool,
+    /// Hold out this fraction of the training items (the last ones) for
+    /// validation when no validation files are given; 0: none.
+    #[config(default = 0.0)]
+    pub valid_fraction: f64,
+    /// Evaluate on the validation data every this many steps (and at the
+    /// end); 0: only at the end. Without validation data, nothing is
+    /// evaluated.
+    #[config(default = 0)]
+    pub eval_every: usize,
+    /// Stop when this many evaluations in a row have not lowered the
+    /// validation loss; 0: never.
+    #[config(default = 0)]
+    pub early_stopping_patience: usize,
     /// Directory of checkpoints, metrics and plots.
     #[config(default = "String::from(\"runs/train\")")]
     pub output_dir: String,

@@ -30,7 +30,8 @@ use burn::train::renderer::{MetricState, MetricsRenderer, ProgressType, Training
 
 use super::config::TrainConfig;
 use super::line_renderer::LineRenderer;
-use super::log::StepMetrics;
+use super::log::{StepMetrics, ValidMetrics};
+use super::objective::Trainable;
 use super::step_metric::StepMetric;
 
 /// burn-train's dashboard when `config.dashboard` is set and standard output
@@ -89,27 +90,47 @@ pub struct Dashboard<B: Backend> {
     loss: Tracked<LossMetric<B>>,
     lr: Tracked<LearningRateMetric>,
     step_metrics: Vec<Tracked<StepMetric>>,
+    valid_loss: Tracked<LossMetric<B>>,
+    valid_metrics: Vec<Tracked<StepMetric>>,
     epoch: Option<u64>,
     device: B::Device,
 }
 
 impl<B: Backend> Dashboard<B> {
-    /// Registers the metrics with `renderer`.
+    /// Registers the metrics of language-model training (loss, perplexity,
+    /// learning rate, throughput, gradient norm) with `renderer`.
     pub fn new(
-        mut renderer: Box<dyn MetricsRenderer>,
+        renderer: Box<dyn MetricsRenderer>,
         interrupter: Interrupter,
         device: &B::Device,
     ) -> Self {
+        Self::with_metrics(renderer, interrupter, device, true, &[])
+    }
+
+    /// Registers the loss, the learning rate, the perplexity when
+    /// `perplexity`, throughput, gradient norm and the objective's own
+    /// metrics `objective` ([`Trainable::METRICS`]) with `renderer`.
+    pub fn with_metrics(
+        mut renderer: Box<dyn MetricsRenderer>,
+        interrupter: Interrupter,
+        device: &B::Device,
+        perplexity: bool,
+        objective: &[&'static str],
+    ) -> Self {
         let loss = Tracked::new(LossMetric::new());
         let lr = Tracked::new(LearningRateMetric::new());
-        let step_metrics: Vec<_> = [
-            StepMetric::perplexity(),
-            StepMetric::throughput(),
-            StepMetric::grad_norm(),
-        ]
-        .into_iter()
-        .map(Tracked::new)
-        .collect();
+        let own = |with_perplexity: bool| {
+            with_perplexity
+                .then(StepMetric::perplexity)
+                .into_iter()
+                .chain(objective.iter().map(|&name| StepMetric::objective(name)))
+        };
+        let step_metrics: Vec<_> = own(perplexity)
+            .chain([StepMetric::throughput(), StepMetric::grad_norm()])
+            .map(Tracked::new)
+            .collect();
+        let valid_loss = Tracked::new(LossMetric::new());
+        let valid_metrics: Vec<_> = own(perplexity).map(Tracked::new).collect();
         renderer.register_metric(loss.definition());
         renderer.register_metric(lr.definition());
         for m in &step_metrics {
@@ -121,17 +142,23 @@ impl<B: Backend> Dashboard<B> {
             loss,
             lr,
             step_metrics,
+            valid_loss,
+            valid_metrics,
             epoch: None,
             device: device.clone(),
         }
     }
 
-    /// The dashboard of a run with `config`, restarting at `start_step`, on
-    /// [`default_renderer`] with a fresh [`Interrupter`].
-    pub fn for_run(config: &TrainConfig, start_step: usize, device: &B::Device) -> Self {
+    /// The dashboard of a run of model `M` with `config`, restarting at
+    /// `start_step`, on [`default_renderer`] with a fresh [`Interrupter`].
+    pub fn for_run<AB, M>(config: &TrainConfig, start_step: usize, device: &B::Device) -> Self
+    where
+        AB: burn::tensor::backend::AutodiffBackend,
+        M: Trainable<AB>,
+    {
         let interrupter = Interrupter::new();
         let renderer = default_renderer(config, start_step, &interrupter);
-        Self::new(renderer, interrupter, device)
+        Self::with_metrics(renderer, interrupter, device, M::PERPLEXITY, M::METRICS)
     }
 
     /// The interrupter whose [`Interrupter::stop`] asks the trainer to stop
@@ -205,6 +232,47 @@ impl<B: Backend> Dashboard<B> {
                 iteration: Some(m.step),
             },
             indicators,
+        );
+    }
+
+    /// Reports an evaluation on the validation data during a run ending at
+    /// `end_step`.
+    pub fn update_valid(&mut self, v: &ValidMetrics, end_step: usize) {
+        let steps = Progress::new(v.step, end_step);
+        let metadata = MetricMetadata {
+            progress: steps.clone(),
+            global_progress: steps.clone(),
+            iteration: Some(v.step),
+            lr: None,
+        };
+        let loss = Tensor::<B, 1>::from_floats([v.loss as f32], &self.device);
+        let state = self.valid_loss.update(&LossInput::new(loss), &metadata);
+        self.renderer.update_valid(state);
+        let as_step = StepMetrics {
+            step: v.step,
+            loss: v.loss,
+            perplexity: v.perplexity,
+            lr: 0.0,
+            grad_norm: 0.0,
+            target_tokens: 0,
+            tokens_per_s: 0.0,
+            epoch: 0.0,
+            metrics: v.metrics.clone(),
+        };
+        for t in &mut self.valid_metrics {
+            let state = t.update(&as_step, &metadata);
+            self.renderer.update_valid(state);
+        }
+        self.renderer.render_valid(
+            TrainingProgress {
+                progress: None,
+                global_progress: steps.clone(),
+                iteration: Some(v.step),
+            },
+            vec![ProgressType::Detailed {
+                tag: "Step".into(),
+                progress: steps,
+            }],
         );
     }
 

@@ -50,6 +50,9 @@ pub enum TrainError {
     /// LoRA adapters could not be attached.
     #[error(transparent)]
     Lora(#[from] crate::lora::LoraError),
+    /// The training data holds no item.
+    #[error("the training data is empty")]
+    EmptyData,
     /// `--resume` found no checkpoint.
     #[error("no checkpoint to resume from in {0}")]
     NoCheckpoint(PathBuf),

@@ -23,6 +23,8 @@ pub struct LineRenderer {
     definitions: HashMap<MetricId, MetricDefinition>,
     /// Values received since the last rendered step, in arrival order.
     pending: Vec<(MetricId, Value)>,
+    /// Validation values received since the last rendered evaluation.
+    pending_valid: Vec<(MetricId, Value)>,
 }
 
 enum Value {
@@ -43,22 +45,33 @@ impl LineRenderer {
             out,
             definitions: HashMap::new(),
             pending: Vec::new(),
+            pending_valid: Vec::new(),
         }
     }
 
     fn push(&mut self, state: MetricState) {
-        let (id, value) = match state {
-            MetricState::Numeric(entry, value) => (entry.metric_id, Value::Number(value.current())),
-            MetricState::Generic(entry) => (
-                entry.metric_id,
-                Value::Text(entry.serialized_entry.formatted),
-            ),
-        };
-        self.pending.retain(|(other, _)| *other != id);
-        self.pending.push((id, value));
+        push(&mut self.pending, state);
     }
 
     fn line(&self, indicators: &[ProgressType]) -> String {
+        self.line_of(indicators, &self.pending)
+    }
+}
+
+fn push(pending: &mut Vec<(MetricId, Value)>, state: MetricState) {
+    let (id, value) = match state {
+        MetricState::Numeric(entry, value) => (entry.metric_id, Value::Number(value.current())),
+        MetricState::Generic(entry) => (
+            entry.metric_id,
+            Value::Text(entry.serialized_entry.formatted),
+        ),
+    };
+    pending.retain(|(other, _)| *other != id);
+    pending.push((id, value));
+}
+
+impl LineRenderer {
+    fn line_of(&self, indicators: &[ProgressType], pending: &[(MetricId, Value)]) -> String {
         let mut cells: Vec<String> = indicators
             .iter()
             .map(|p| match p {
@@ -71,7 +84,7 @@ impl LineRenderer {
                 ProgressType::Value { tag, value } => format!("{tag} {value}"),
             })
             .collect();
-        for (id, value) in &self.pending {
+        for (id, value) in pending {
             let (name, unit) = match self.definitions.get(id) {
                 Some(d) => (
                     d.name.as_str(),
@@ -117,7 +130,9 @@ impl MetricsRendererTraining for LineRenderer {
         self.push(state);
     }
 
-    fn update_valid(&mut self, _state: MetricState) {}
+    fn update_valid(&mut self, state: MetricState) {
+        push(&mut self.pending_valid, state);
+    }
 
     fn render_train(&mut self, item: TrainingProgress, progress_indicators: Vec<ProgressType>) {
         let step = item
@@ -133,7 +148,14 @@ impl MetricsRendererTraining for LineRenderer {
         self.pending.clear();
     }
 
-    fn render_valid(&mut self, _item: TrainingProgress, _progress_indicators: Vec<ProgressType>) {}
+    fn render_valid(&mut self, _item: TrainingProgress, progress_indicators: Vec<ProgressType>) {
+        if self.every > 0 {
+            let line = self.line_of(&progress_indicators, &self.pending_valid);
+            let _ = writeln!(self.out, "valid | {line}");
+            let _ = self.out.flush();
+        }
+        self.pending_valid.clear();
+    }
 }
 
 impl MetricsRendererEvaluation for LineRenderer {

@@ -5,12 +5,13 @@
 //! |---|---|---|
 //! | [`data`] | §2.2, §3.1 | token caches, packed text windows, SFT examples with prompt-masked targets, batches |
 //! | [`loss`] | §3.1 | masked token cross-entropy |
-//! | [`step`] | — | burn-train `TrainStep` / `InferenceStep` for [`Llama`](crate::Llama) |
+//! | [`objective`] | — | what the engine needs from a model: [`Trainable`], [`StepOutput`] |
+//! | [`step`] | §2.2, §3.1 | burn-train `TrainStep` / `InferenceStep` for [`Llama`](crate::Llama): the causal-LM objective |
 //! | [`optim`] | §2.2 | AdamW (0.9, 0.95), ε 1e-5, weight decay 0.1 except on norms |
 //! | [`clip`] | §2.2 | gradient clipping by global norm 1.0 |
 //! | [`schedule`] | §2.2 | linear warmup, cosine decay to 10% of the peak |
 //! | [`config`] | §2.2 | run settings (JSON) |
-//! | [`trainer`] | — | the loop: accumulation, clipping, scheduler, logging, checkpoints |
+//! | [`trainer`] | — | the engine for every objective: accumulation, clipping, scheduler, validation, logging, checkpoints |
 //! | [`checkpoint`] | — | atomic, resumable checkpoints |
 //! | [`log`], [`plot`] | — | per-step metrics (JSONL, CSV) and SVG curves |
 //! | [`dashboard`], [`step_metric`], [`line_renderer`] | — | the metrics on burn-train's terminal dashboard or as text lines |
@@ -25,6 +26,7 @@ pub mod error;
 pub mod line_renderer;
 pub mod log;
 pub mod loss;
+pub mod objective;
 pub mod optim;
 pub mod plot;
 pub mod pretrain;
@@ -42,7 +44,8 @@ pub use data::{
 };
 pub use error::TrainError;
 pub use line_renderer::LineRenderer;
-pub use log::StepMetrics;
+pub use log::{StepMetrics, ValidMetrics};
+pub use objective::{StepOutput, Trainable};
 pub use optim::{LlamaAdamW, OptimConfig};
 pub use pretrain::{PretrainConfig, pretrain};
 pub use schedule::{WarmupCosine, WarmupCosineConfig};

@@ -9,7 +9,7 @@ use burn::data::dataset::Dataset;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::config::TrainConfig;
-use super::data::SftDataset;
+use super::data::{SftDataset, holdout};
 use super::error::TrainError;
 use super::log::StepMetrics;
 use super::optim::OptimConfig;
@@ -47,6 +47,11 @@ pub struct SftConfig {
     /// JSONL files of `{"messages": …}` or `{"prompt", "completion"}` rows,
     /// each optionally with `"loss_on": "last_turn"` (see [`super::data::sft`]).
     pub data: Vec<String>,
+    /// Held-out JSONL files of the same form, evaluated every
+    /// `train.eval_every` steps; when empty, `train.valid_fraction` of the
+    /// windows is held out.
+    #[config(default = "Vec::new()")]
+    pub valid: Vec<String>,
     /// Pack several examples per window.
     #[config(default = true)]
     pub pack: bool,
@@ -83,6 +88,20 @@ impl SftConfig {
         )?)
     }
 
+    /// Reads and encodes the validation examples, if any.
+    pub fn valid_dataset(&self, tokenizer: &Tokenizer) -> Result<Option<SftDataset>, TrainError> {
+        if self.valid.is_empty() {
+            return Ok(None);
+        }
+        let paths: Vec<PathBuf> = self.valid.iter().map(PathBuf::from).collect();
+        Ok(Some(SftDataset::from_files(
+            &paths,
+            tokenizer,
+            self.train.seq_len,
+            self.pack,
+        )?))
+    }
+
     /// The loop's settings for a dataset of `windows` windows: the steps from
     /// [`SftConfig::epochs`] and the warmup from [`SftConfig::warmup_ratio`],
     /// where set.
@@ -112,6 +131,13 @@ pub fn finetune<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(Llama<B>, Vec<StepMetrics>), TrainError> {
     let data = config.dataset(tokenizer)?;
+    let valid = config.valid_dataset(tokenizer)?;
+    let fraction = if valid.is_some() {
+        0.0
+    } else {
+        config.train.valid_fraction
+    };
+    let (data, held_out) = holdout(data, fraction)?;
     let model = match &config.lora {
         Some(lora) => lora.attach(model)?,
         None => model,
@@ -122,6 +148,11 @@ pub fn finetune<B: AutodiffBackend>(
     } else {
         Trainer::new(model, train, device)
     };
+    if let Some(valid) = valid {
+        trainer = trainer.with_validation(valid);
+    } else if held_out.len() > 0 {
+        trainer = trainer.with_validation(held_out);
+    }
     let metrics = trainer.fit(&data, None)?;
     Ok((trainer.model, metrics))
 }

@@ -1,12 +1,20 @@
 //! burn-train's [`TrainStep`] and [`InferenceStep`] for [`Llama`]: next-token
-//! cross-entropy over a [`CausalLmBatch`] (paper §2.2 / §3.1 objective).
+//! cross-entropy over a [`CausalLmBatch`] (paper §2.2 / §3.1 objective), and
+//! the [`Trainable`] objective the engine trains it with.
 
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::record::Recorder;
 use burn::tensor::Transaction;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
-use super::data::CausalLmBatch;
+use super::data::{CausalLmBatch, TokenWindow};
+use super::error::TrainError;
 use super::loss::masked_nll_sum;
+use super::objective::{CheckpointRecorder, StepOutput, Trainable};
+use crate::lora::{LoraAdapter, LoraConfig};
 use crate::model::Llama;
 use burn::tensor::Tensor;
 
@@ -88,4 +96,101 @@ impl<B: Backend> InferenceStep for Llama<B> {
     fn step(&self, batch: CausalLmBatch<B>) -> CausalLmOutput<B> {
         self.causal_lm_loss(batch)
     }
+}
+
+impl StepOutput for CausalLmOutputSync {
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    fn n_inputs(&self) -> usize {
+        self.n_inputs
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.loss += other.loss;
+        self.n_targets += other.n_targets;
+        self.n_inputs += other.n_inputs;
+    }
+}
+
+/// Causal language modelling on token windows: pretraining (every next token
+/// a target) and SFT (answer tokens only). The loss averages over the
+/// unmasked targets of the step. With LoRA adapters attached, checkpoints
+/// hold only the adapters (`adapters.mpk`): the frozen base is not written
+/// again at every step.
+impl<B: AutodiffBackend> Trainable<B> for Llama<B> {
+    type Item = TokenWindow;
+
+    fn item_weight(item: &TokenWindow) -> usize {
+        item.n_targets()
+    }
+
+    fn train_batch(
+        items: &[TokenWindow],
+        loss_denominator: f64,
+        device: &B::Device,
+    ) -> CausalLmBatch<B> {
+        CausalLmBatch::from_windows(items, Some(loss_denominator), device)
+    }
+
+    fn valid_batch(
+        items: &[TokenWindow],
+        loss_denominator: f64,
+        device: &burn::tensor::Device<B::InnerBackend>,
+    ) -> CausalLmBatch<B::InnerBackend> {
+        CausalLmBatch::from_windows(items, Some(loss_denominator), device)
+    }
+
+    fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    fn save_params(&self, dir: &Path) -> Result<PathBuf, TrainError> {
+        if self.lora.is_none() {
+            let path = dir.join("model");
+            return CheckpointRecorder::new()
+                .record(self.clone().into_record(), path.clone())
+                .map(|()| path.clone())
+                .map_err(|source| TrainError::Record { path, source });
+        }
+        let path = dir.join("adapters");
+        CheckpointRecorder::new()
+            .record(adapters(self).into_record(), path.clone())
+            .map(|()| path.clone())
+            .map_err(|source| TrainError::Record { path, source })
+    }
+
+    /// A checkpoint of a LoRA run holds only the adapters: `self` must then
+    /// carry the base weights and adapters of the same [`LoraConfig`] (their
+    /// values are replaced).
+    fn load_params(self, dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
+        let rec = CheckpointRecorder::new();
+        if self.lora.is_none() {
+            let path = dir.join("model");
+            let record = rec
+                .load(path.clone(), device)
+                .map_err(|source| TrainError::Record { path, source })?;
+            return Ok(self.load_record(record));
+        }
+        let path = dir.join("adapters");
+        let record = rec
+            .load(path.clone(), device)
+            .map_err(|source| TrainError::Record { path, source })?;
+        let loaded = adapters(&self).load_record(record);
+        let mut model = self;
+        for (site, adapter) in model.lora_sites().into_iter().zip(loaded) {
+            model.set_lora_adapter(site, Some(adapter));
+        }
+        Ok(model)
+    }
+}
+
+/// The attached adapters, in [`Llama::lora_sites`] order.
+fn adapters<B: Backend>(model: &Llama<B>) -> Vec<LoraAdapter<B>> {
+    model
+        .lora_sites()
+        .into_iter()
+        .filter_map(|site| model.lora_adapter(site).cloned())
+        .collect()
 }

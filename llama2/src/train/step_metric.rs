@@ -23,7 +23,7 @@ pub struct StepMetric {
     unit: Option<&'static str>,
     precision: usize,
     higher_is_better: bool,
-    read: fn(&StepMetrics) -> f64,
+    read: Arc<dyn Fn(&StepMetrics) -> f64 + Send + Sync>,
     state: NumericMetricState,
 }
 
@@ -34,7 +34,7 @@ impl StepMetric {
         unit: Option<&'static str>,
         precision: usize,
         higher_is_better: bool,
-        read: fn(&StepMetrics) -> f64,
+        read: impl Fn(&StepMetrics) -> f64 + Send + Sync + 'static,
     ) -> Self {
         Self {
             name: Arc::new(name.to_string()),
@@ -42,7 +42,7 @@ impl StepMetric {
             unit,
             precision,
             higher_is_better,
-            read,
+            read: Arc::new(read),
             state: NumericMetricState::new(),
         }
     }
@@ -80,6 +80,19 @@ impl StepMetric {
             3,
             false,
             |m| m.grad_norm,
+        )
+    }
+
+    /// An objective's own metric `name`, read from [`StepMetrics::metrics`]
+    /// (NaN in a step that lacks it).
+    pub fn objective(name: &'static str) -> Self {
+        Self::new(
+            name,
+            "a metric of the training objective",
+            None,
+            4,
+            true,
+            move |m| m.metrics.get(name).copied().unwrap_or(f64::NAN),
         )
     }
 
@@ -146,6 +159,7 @@ mod tests {
             target_tokens: 10,
             tokens_per_s,
             epoch: 0.5,
+            metrics: Default::default(),
         }
     }
 

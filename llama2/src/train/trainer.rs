@@ -1,47 +1,56 @@
-//! The training loop shared by pretraining (§2.2) and supervised fine-tuning
-//! (§3.1).
+//! The training engine: one loop for every objective of the paper —
+//! pretraining (§2.2), supervised fine-tuning (§3.1) and reward modelling
+//! (§3.2.2) — over any [`Trainable`] model.
 //!
-//! Each optimizer step takes `accumulation_steps × micro_batch_size` windows
+//! Each optimizer step takes `accumulation_steps × micro_batch_size` items
 //! from a [`DataOrder`], runs burn-train's [`TrainStep::step`] (forward +
-//! backward) on each micro-batch with the loss normalized by the target count
-//! of the whole step, accumulates the gradients, clips them by global norm
-//! ([`clip_grad_norm`]), advances the [`WarmupCosine`] scheduler and applies
-//! [`TrainStep::optimize`] with [`LlamaAdamW`]. Each step's metrics go to a
+//! backward) on each micro-batch with the loss normalized by the weight of the
+//! whole step ([`Trainable::item_weight`]: target tokens, pairs), accumulates
+//! the gradients, clips them by global norm ([`clip_grad_norm`]), advances the
+//! [`WarmupCosine`] scheduler once and applies [`TrainStep::optimize`] with
+//! [`LlamaAdamW`]. Every `eval_every` steps the inner (non-autodiff) module
+//! is evaluated on the validation items through burn-train's
+//! [`InferenceStep`](burn::train::InferenceStep). Each step's metrics go to a
 //! [`Dashboard`] (burn-train's terminal dashboard, or text lines) and to the
-//! JSONL/CSV log.
+//! JSONL/CSV logs.
 //!
-//! The loop is our own rather than burn-train's `Learner`/`SupervisedTraining`
-//! because the global clipping sits between accumulation and the optimizer, and
-//! because resumable checkpoints need the optimizer's record, which burn-train
-//! 0.21's `Learner` does not expose.
+//! The loop drives burn-train's step traits, metrics and renderer itself
+//! rather than `SupervisedTraining::launch`: the global clipping sits between
+//! accumulation and the optimizer, the scheduler steps once per optimizer
+//! step, and step-granular resumable checkpoints need the optimizer's record,
+//! which burn-train 0.21's `Learner` only hands to its own per-epoch
+//! checkpointer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::data::dataset::Dataset;
+use burn::module::Module;
 use burn::optim::GradientsAccumulator;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::{ItemLazy, TrainStep};
+use burn::train::{InferenceStep, ItemLazy, TrainStep};
 
 use super::checkpoint::{self, TrainState};
 use super::clip::clip_grad_norm;
 use super::config::TrainConfig;
 use super::dashboard::Dashboard;
-use super::data::{CausalLmBatch, DataOrder, TokenWindow};
+use super::data::DataOrder;
 use super::error::TrainError;
-use super::log::{MetricsLog, StepMetrics};
+use super::log::{MetricsLog, StepMetrics, ValidLog, ValidMetrics};
+use super::objective::{StepOutput, TrainSync, Trainable, ValidSync};
 use super::optim::LlamaAdamW;
 use super::plot::plot_curves;
 use super::schedule::WarmupCosine;
 use crate::model::Llama;
 
 /// A model with its optimizer, scheduler and data position.
-pub struct Trainer<B: AutodiffBackend> {
+pub struct Trainer<B: AutodiffBackend, M: Trainable<B> = Llama<B>> {
     /// The model being trained.
-    pub model: Llama<B>,
-    optim: OptimizerAdaptor<LlamaAdamW, Llama<B>, B>,
+    pub model: M,
+    optim: OptimizerAdaptor<LlamaAdamW, M, B>,
     scheduler: WarmupCosine,
     /// Run settings.
     pub config: TrainConfig,
@@ -49,12 +58,13 @@ pub struct Trainer<B: AutodiffBackend> {
     pub step: usize,
     /// Samples consumed.
     pub cursor: u64,
+    valid: Option<Arc<dyn Dataset<M::Item>>>,
     device: B::Device,
 }
 
-impl<B: AutodiffBackend> Trainer<B> {
+impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
     /// A fresh run starting from `model`.
-    pub fn new(model: Llama<B>, config: TrainConfig, device: &B::Device) -> Self {
+    pub fn new(model: M, config: TrainConfig, device: &B::Device) -> Self {
         Self {
             model,
             optim: config.optim.init(),
@@ -62,22 +72,19 @@ impl<B: AutodiffBackend> Trainer<B> {
             config,
             step: 0,
             cursor: 0,
+            valid: None,
             device: device.clone(),
         }
     }
 
     /// Continues the run in `config.output_dir` from its latest checkpoint;
-    /// `model` only provides the architecture (its weights are replaced). The
-    /// given `config` is used for the rest of the run.
+    /// `model` only provides the architecture (its trained weights are
+    /// replaced). The given `config` is used for the rest of the run.
     ///
     /// For a LoRA run, `model` is the base model with the same adapters
     /// attached ([`LoraConfig::attach`](crate::lora::LoraConfig::attach)): the
     /// checkpoint restores the adapters, the base weights stay those of `model`.
-    pub fn resume(
-        model: Llama<B>,
-        config: TrainConfig,
-        device: &B::Device,
-    ) -> Result<Self, TrainError> {
+    pub fn resume(model: M, config: TrainConfig, device: &B::Device) -> Result<Self, TrainError> {
         let out = PathBuf::from(&config.output_dir);
         let dir = checkpoint::latest(&out).ok_or_else(|| TrainError::NoCheckpoint(out.clone()))?;
         let mut trainer = Self::new(model, config, device);
@@ -90,6 +97,13 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(trainer)
     }
 
+    /// Evaluates on `valid` every [`TrainConfig::eval_every`] steps (and at
+    /// the end of [`Trainer::fit`]).
+    pub fn with_validation(mut self, valid: impl Dataset<M::Item> + 'static) -> Self {
+        self.valid = Some(Arc::new(valid));
+        self
+    }
+
     /// Writes a checkpoint of the current state.
     pub fn save_checkpoint(&self) -> Result<PathBuf, TrainError> {
         let state = TrainState {
@@ -97,7 +111,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             cursor: self.cursor,
             scheduler_steps: self.scheduler.to_record::<B>(),
             config: self.config.clone(),
-            lora: self.model.lora.clone(),
+            lora: self.model.lora().cloned(),
         };
         checkpoint::save(
             &PathBuf::from(&self.config.output_dir),
@@ -108,8 +122,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         )
     }
 
-    /// One optimizer step over the next windows of `data`.
-    pub fn train_step<D: Dataset<TokenWindow>>(
+    /// One optimizer step over the next items of `data`.
+    pub fn train_step<D: Dataset<M::Item> + ?Sized>(
         &mut self,
         data: &D,
         order: &mut DataOrder,
@@ -117,33 +131,35 @@ impl<B: AutodiffBackend> Trainer<B> {
         let started = Instant::now();
         let mb = self.config.micro_batch_size;
         let n = mb * self.config.accumulation_steps();
-        let windows: Vec<TokenWindow> = (0..n as u64)
+        let items: Vec<M::Item> = (0..n as u64)
             .map(|k| {
                 data.get(order.index(self.cursor + k))
                     .expect("index within the dataset")
             })
             .collect();
         self.cursor += n as u64;
-        let target_tokens: usize = windows.iter().map(TokenWindow::n_targets).sum();
-        let denominator = target_tokens.max(1) as f64;
+        let weight: usize = items.iter().map(M::item_weight).sum();
+        let denominator = weight.max(1) as f64;
 
-        let mut loss = 0.0;
-        let mut inputs = 0;
-        let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
+        let mut merged: Option<TrainSync<M>> = None;
+        let mut accumulator = GradientsAccumulator::<M>::new();
         let mut single = None;
-        let chunks = windows.chunks(mb).count();
-        for chunk in windows.chunks(mb) {
-            let batch = CausalLmBatch::from_windows(chunk, Some(denominator), &self.device);
+        let chunks = items.chunks(mb).count();
+        for chunk in items.chunks(mb) {
+            let batch = M::train_batch(chunk, denominator, &self.device);
             let out = TrainStep::step(&self.model, batch);
             let item = out.item.sync();
-            loss += item.loss;
-            inputs += item.n_inputs;
+            match &mut merged {
+                Some(m) => m.merge(item),
+                None => merged = Some(item),
+            }
             if chunks == 1 {
                 single = Some(out.grads);
             } else {
                 accumulator.accumulate(&self.model, out.grads);
             }
         }
+        let merged = merged.expect("a step has at least one micro-batch");
         let mut grads = single.unwrap_or_else(|| accumulator.grads());
         let grad_norm =
             clip_grad_norm::<B, _>(&self.model, &mut grads, self.config.optim.grad_clip_norm);
@@ -151,30 +167,60 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.model = TrainStep::optimize(self.model.clone(), &mut self.optim, lr, grads);
         self.step += 1;
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        let loss = merged.loss();
         StepMetrics {
             step: self.step,
             loss,
             perplexity: loss.exp(),
             lr,
             grad_norm,
-            target_tokens,
-            tokens_per_s: inputs as f64 / seconds,
+            target_tokens: weight,
+            tokens_per_s: merged.n_inputs() as f64 / seconds,
             epoch: self.cursor as f64 / data.len() as f64,
+            metrics: named(merged.metrics()),
+        }
+    }
+
+    /// The loss (mean over the items' weights) and objective metrics of the
+    /// current model on `data`, evaluated by the inner module in batches of
+    /// `micro_batch_size`.
+    pub fn evaluate<D: Dataset<M::Item> + ?Sized>(&self, data: &D) -> ValidMetrics {
+        let inner = self.model.valid();
+        let device = inner.devices()[0].clone();
+        let items: Vec<M::Item> = (0..data.len()).filter_map(|i| data.get(i)).collect();
+        let weight: usize = items.iter().map(M::item_weight).sum();
+        let denominator = weight.max(1) as f64;
+        let mut merged: Option<ValidSync<B, M>> = None;
+        for chunk in items.chunks(self.config.micro_batch_size.max(1)) {
+            let batch = M::valid_batch(chunk, denominator, &device);
+            let item = InferenceStep::step(&inner, batch).sync();
+            match &mut merged {
+                Some(m) => m.merge(item),
+                None => merged = Some(item),
+            }
+        }
+        let (loss, metrics) = merged.map_or((f64::NAN, Vec::new()), |m| (m.loss(), m.metrics()));
+        ValidMetrics {
+            step: self.step,
+            loss,
+            perplexity: loss.exp(),
+            items: items.len(),
+            metrics: named(metrics),
         }
     }
 
     /// Trains until `config.steps` (or `stop_at`, if smaller) with the
     /// metrics on the [`Dashboard`] of `config` (burn-train's terminal
     /// dashboard, or a line every `config.log_every` steps), logged to
-    /// `metrics.jsonl` / `metrics.csv`, checkpoints every
-    /// `config.checkpoint_every` steps and at the end, and a `curves.svg`
-    /// plot. Returns the metrics of the steps run by this call.
-    pub fn fit<D: Dataset<TokenWindow>>(
+    /// `metrics.jsonl` / `metrics.csv` (validation: `valid.jsonl`),
+    /// checkpoints every `config.checkpoint_every` steps and at the end, and
+    /// a `curves.svg` plot. Returns the metrics of the steps run by this call.
+    pub fn fit<D: Dataset<M::Item> + ?Sized>(
         &mut self,
         data: &D,
         stop_at: Option<usize>,
     ) -> Result<Vec<StepMetrics>, TrainError> {
-        let dashboard = Dashboard::for_run(&self.config, self.step, &self.device);
+        let dashboard = Dashboard::for_run::<B, M>(&self.config, self.step, &self.device);
         self.fit_with(data, stop_at, dashboard)
     }
 
@@ -182,25 +228,55 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// stopped (the dashboard's quit key, or any clone of
     /// [`Dashboard::interrupter`]), the current step is finished, a
     /// checkpoint is written and the run returns early; [`Trainer::resume`]
-    /// continues it.
-    pub fn fit_with<D: Dataset<TokenWindow>>(
+    /// continues it. With validation data and
+    /// [`TrainConfig::early_stopping_patience`] set, the run also stops (with
+    /// a checkpoint) once that many evaluations in a row have not lowered the
+    /// validation loss.
+    pub fn fit_with<D: Dataset<M::Item> + ?Sized>(
         &mut self,
         data: &D,
         stop_at: Option<usize>,
         mut dashboard: Dashboard<B::InnerBackend>,
     ) -> Result<Vec<StepMetrics>, TrainError> {
+        if data.is_empty() {
+            return Err(TrainError::EmptyData);
+        }
         let out = PathBuf::from(&self.config.output_dir);
-        let mut log = MetricsLog::open(&out, self.step)?;
+        let mut log = MetricsLog::open(&out, self.step, M::METRICS)?;
+        let mut valid_log = ValidLog::open(&out, self.step)?;
         let mut order = DataOrder::new(data.len(), self.config.seed, self.config.shuffle);
         let end = stop_at.map_or(self.config.steps, |s| s.min(self.config.steps));
         let mut ran = Vec::new();
-        while self.step < end && !dashboard.should_stop() {
+        let mut best = valid_log
+            .history
+            .iter()
+            .map(|v| v.loss)
+            .fold(f64::INFINITY, f64::min);
+        let mut stale = 0usize;
+        let mut early_stop = false;
+        while self.step < end && !dashboard.should_stop() && !early_stop {
             let m = self.train_step(data, &mut order);
             dashboard.update(&m, end, self.cursor, data.len());
             log.push(m.clone())?;
             ran.push(m);
+            let eval_every = self.config.eval_every;
+            if let Some(valid) = self.valid.clone()
+                && ((eval_every > 0 && self.step.is_multiple_of(eval_every)) || self.step == end)
+            {
+                let v = self.evaluate(valid.as_ref());
+                dashboard.update_valid(&v, end);
+                if v.loss < best {
+                    best = v.loss;
+                    stale = 0;
+                } else {
+                    stale += 1;
+                }
+                let patience = self.config.early_stopping_patience;
+                early_stop = patience > 0 && stale >= patience;
+                valid_log.push(v)?;
+            }
             let every = self.config.checkpoint_every;
-            let stop = dashboard.should_stop();
+            let stop = dashboard.should_stop() || early_stop;
             if (every > 0 && self.step.is_multiple_of(every)) || self.step == end || stop {
                 self.save_checkpoint()?;
             }
@@ -209,4 +285,11 @@ impl<B: AutodiffBackend> Trainer<B> {
         plot_curves(&log.history, &out.join("curves.svg"))?;
         Ok(ran)
     }
+}
+
+fn named(metrics: Vec<(&'static str, f64)>) -> std::collections::BTreeMap<String, f64> {
+    metrics
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }

@@ -44,6 +44,12 @@ pub enum DataError {
         /// Tokens available.
         tokens: usize,
     },
+    /// A validation split that cannot be made.
+    #[error("{0}")]
+    BadSplit(String),
+    /// A data file or source holds no training item.
+    #[error("{0}: no training example")]
+    Empty(PathBuf),
 }
 
 impl DataError {
