@@ -36,9 +36,10 @@ struct Args {
     /// example or a Hugging Face PEFT directory.
     #[arg(long)]
     adapters: Option<PathBuf>,
-    /// SentencePiece tokenizer.model (or tokenizer.json).
-    #[arg(long, default_value_os_t = common::default_tokenizer())]
-    tokenizer: PathBuf,
+    /// SentencePiece tokenizer.model (or tokenizer.json); default: the one stored
+    /// with the model, else Meta's Llama 2 tokenizer.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// System prompt for the interactive conversation.
     #[arg(long)]
     system: Option<String>,
@@ -65,7 +66,7 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     common::init_logging();
-    let tokenizer = common::load_tokenizer(&args.tokenizer)?;
+    let tokenizer = common::resolve_tokenizer(args.tokenizer.as_deref(), &args.model)?;
     let dialogs = args.dialog.as_ref().map(load_dialogs).transpose()?;
     let mut model = common::load_model(&args.model)?;
     if let Some(path) = &args.adapters {

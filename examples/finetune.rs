@@ -18,10 +18,10 @@
 //! `--model` takes a record file, a Meta checkpoint directory or a Hugging Face
 //! directory. Rows are `{"messages": [...]}` or `{"prompt": ..., "completion": ...}`.
 //!
-//! The run directory gets `model.mpk` (full fine-tuning), or with `--lora`
+//! The run directory gets `model.bpk` (full fine-tuning), or with `--lora`
 //! `adapters.safetensors` (the adapters and their configuration; `generate
 //! --adapters` and `chat --adapters` take it) and `peft/` (the same adapters
-//! in Hugging Face PEFT's layout), plus `model.mpk` with the adapters merged
+//! in Hugging Face PEFT's layout), plus `model.bpk` with the adapters merged
 //! when `--merge` is given.
 
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Parser;
 use llama2_burn::backend::{self, SelectedAutodiff};
-use llama2_burn::import::{StorageDtype, load_model, save_model, save_peft};
+use llama2_burn::import::{StorageDtype, load_model, save_model_with_tokenizer, save_peft};
 use llama2_burn::model::Tokenizer;
 use llama2_burn::model::lora::{LoraConfig, save_adapters};
 use llama2_burn::model::train::{SftConfig, TrainConfig, WarmupCosineConfig, finetune};
@@ -94,7 +94,7 @@ struct Args {
     /// Scale the update by alpha / sqrt(r) (rsLoRA).
     #[arg(long)]
     lora_rslora: bool,
-    /// With LoRA, also write the model with the adapters merged (model.mpk).
+    /// With LoRA, also write the model with the adapters merged (model.bpk).
     #[arg(long)]
     merge: bool,
 }
@@ -261,7 +261,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let model = model.merge_lora();
-    save_model(&model, out.join("model.mpk"), StorageDtype::F32)?;
-    println!("wrote {}", out.join("model.mpk").display());
+    save_model_with_tokenizer(
+        &model,
+        out.join("model.bpk"),
+        StorageDtype::F32,
+        &tokenizer_path,
+    )?;
+    println!("wrote {}", out.join("model.bpk").display());
     Ok(())
 }

@@ -35,9 +35,10 @@ struct Args {
     /// example or a Hugging Face PEFT directory.
     #[arg(long)]
     adapters: Option<PathBuf>,
-    /// SentencePiece tokenizer.model (or tokenizer.json).
-    #[arg(long, default_value_os_t = common::default_tokenizer())]
-    tokenizer: PathBuf,
+    /// SentencePiece tokenizer.model (or tokenizer.json); default: the one stored
+    /// with the model, else Meta's Llama 2 tokenizer.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Prompt text (BOS is prepended); repeat for a batch.
     #[arg(long)]
     prompt: Vec<String>,
@@ -82,7 +83,7 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     common::init_logging();
-    let tokenizer = common::load_tokenizer(&args.tokenizer)?;
+    let tokenizer = common::resolve_tokenizer(args.tokenizer.as_deref(), &args.model)?;
 
     let mut prompts: Vec<Vec<u32>> = Vec::new();
     for p in &args.prompt {

@@ -17,7 +17,7 @@ use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Parser;
 use llama2_burn::backend::{self, SelectedAutodiff};
-use llama2_burn::import::{StorageDtype, save_model};
+use llama2_burn::import::{StorageDtype, save_model_with_tokenizer};
 use llama2_burn::model::train::{PretrainConfig, TrainConfig, WarmupCosineConfig, pretrain};
 use llama2_burn::model::{LlamaConfig, Tokenizer};
 
@@ -159,10 +159,15 @@ fn main() -> anyhow::Result<()> {
             last.step, config.train.steps
         );
     }
-    save_model(&model, out.join("model.mpk"), StorageDtype::F32)?;
+    save_model_with_tokenizer(
+        &model,
+        out.join("model.bpk"),
+        StorageDtype::F32,
+        &tokenizer_path,
+    )?;
     println!(
         "wrote {}, {} and {}",
-        out.join("model.mpk").display(),
+        out.join("model.bpk").display(),
         out.join("metrics.csv").display(),
         out.join("curves.svg").display()
     );

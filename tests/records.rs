@@ -122,3 +122,55 @@ fn export_refuses_a_non_empty_directory_and_leaves_it_alone() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// A record imported from a folder with a `tokenizer.model` carries it, and
+/// a record written from a record keeps it: the stored tokenizer gives the
+/// ids of the file it came from.
+#[test]
+fn records_carry_their_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta");
+    std::fs::create_dir(&meta).unwrap();
+    for f in ["params.json", "consolidated.00.pth"] {
+        std::fs::copy(data_dir().join("tiny-chat").join(f), meta.join(f)).unwrap();
+    }
+    let tokenizer = data_dir().join("llama2-tokenizer/tokenizer.model");
+    std::fs::copy(&tokenizer, meta.join("tokenizer.model")).unwrap();
+
+    let first = dir.path().join("first.bpk");
+    Checkpoint::open(&meta)
+        .unwrap()
+        .save_record(&first, StorageDtype::BF16)
+        .unwrap();
+    let second = dir.path().join("second.bpk");
+    Checkpoint::open(&first)
+        .unwrap()
+        .save_record(&second, StorageDtype::F32)
+        .unwrap();
+    let reference = llama2_burn::model::Tokenizer::from_file(&tokenizer).unwrap();
+    let text = "Hello, world! [INST] Wie geht's? 你好";
+    for record in [&first, &second] {
+        let stored = llama2_burn::import::model_tokenizer(record)
+            .unwrap()
+            .expect("the record holds the tokenizer");
+        assert_eq!(
+            stored.encode(text, true, false).unwrap(),
+            reference.encode(text, true, false).unwrap()
+        );
+    }
+    // The folder itself resolves to its tokenizer too; a record without one to none.
+    assert!(
+        llama2_burn::import::model_tokenizer(&meta)
+            .unwrap()
+            .is_some()
+    );
+    let bare = dir.path().join("bare.bpk");
+    let model: llama2_burn::model::Llama<B> =
+        llama2_burn::import::load_model(&first, &device()).unwrap();
+    llama2_burn::import::save_model(&model, &bare, StorageDtype::F32).unwrap();
+    assert!(
+        llama2_burn::import::model_tokenizer(&bare)
+            .unwrap()
+            .is_none()
+    );
+}

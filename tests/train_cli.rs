@@ -66,6 +66,33 @@ fn seeded_runs_repeat_and_killed_runs_resume() {
     assert_eq!(la.len(), 60);
     assert_eq!(la, lb, "two runs with the same seed");
 
+    // The trained record carries its (small) tokenizer: `generate` needs no
+    // `--tokenizer` for it, and the ids it prints are in the model's vocabulary.
+    let out = Command::new(example("generate"))
+        .arg("--model")
+        .arg(a.join("model.bpk"))
+        .args(["--prompt", "Hello", "--max-new-tokens", "4", "--json"])
+        .args(["--temperature", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "generate on the fine-tuned record: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let small = llama2_burn::model::Tokenizer::from_file(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer/small.model"),
+    )
+    .unwrap();
+    let stored = llama2_burn::import::model_tokenizer(a.join("model.bpk"))
+        .unwrap()
+        .expect("the record holds a tokenizer");
+    assert_eq!(stored.vocab_size(), small.vocab_size());
+    assert_eq!(
+        stored.encode("Hello world", true, false).unwrap(),
+        small.encode("Hello world", true, false).unwrap()
+    );
+
     let c = dir.path().join("c");
     run(finetune(&c, &["--seed", "7"]));
     let lc = losses(&c);

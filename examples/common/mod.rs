@@ -36,6 +36,23 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     Tokenizer::from_file(path).with_context(|| format!("cannot load tokenizer {}", path.display()))
 }
 
+/// The tokenizer `explicit` names; without one, the tokenizer the model at
+/// `model` carries (a record's, or a Meta/HF folder's `tokenizer.model` /
+/// `tokenizer.json`); without that, [`default_tokenizer`].
+pub fn resolve_tokenizer(explicit: Option<&Path>, model: &Path) -> Result<Tokenizer> {
+    if let Some(path) = explicit {
+        return load_tokenizer(path);
+    }
+    if model.exists()
+        && let Some(tokenizer) = llama2_burn::import::model_tokenizer(model)
+            .with_context(|| format!("cannot read the tokenizer of {}", model.display()))?
+    {
+        tracing::info!("using the tokenizer stored with {}", model.display());
+        return Ok(tokenizer);
+    }
+    load_tokenizer(&default_tokenizer())
+}
+
 pub fn load_model(path: &Path) -> Result<Llama<Selected>> {
     if !path.exists() {
         bail!("model path {} does not exist", path.display());

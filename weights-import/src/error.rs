@@ -64,6 +64,9 @@ pub enum ImportError {
     /// LoRA adapters could not be attached.
     #[error(transparent)]
     Lora(#[from] llama2::lora::LoraError),
+    /// A tokenizer file (or the one a record carries) does not load.
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
     /// Reading a tensor's bytes failed.
     #[error("{path}: cannot read tensor `{tensor}`: {message}")]
     TensorData {

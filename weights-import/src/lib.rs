@@ -4,7 +4,8 @@
 //! |---|---|
 //! | [`meta`] | Meta's `params.json` + `consolidated.NN.pth` (bf16, model-parallel shards merged) |
 //! | [`hf`] | Hugging Face `config.json` + safetensors (single or sharded), q/k un-permuted |
-//! | [`record`] | llama2-burn record files (burnpack, f32 / f16 / bf16) |
+//! | [`record`] | llama2-burn record files (burnpack, f32 / f16 / bf16) with their config and tokenizer |
+//! | [`tokenizer_file`] | the tokenizer bytes a record carries |
 //! | [`export`] | back out to Hugging Face safetensors |
 //! | [`peft`] | LoRA adapters in Hugging Face PEFT's layout, both ways |
 //! | [`layout`] | parameter names, shapes, shard splits and the rotary permutation |
@@ -30,6 +31,7 @@ pub mod layout;
 pub mod meta;
 pub mod peft;
 pub mod record;
+pub mod tokenizer_file;
 
 use std::path::Path;
 
@@ -40,6 +42,8 @@ pub use checkpoint::{Checkpoint, SourceFormat};
 pub use dtype::StorageDtype;
 pub use error::{ImportError, Result};
 pub use peft::{load_peft, save_peft};
+pub use record::model_tokenizer;
+pub use tokenizer_file::TokenizerFile;
 
 /// Loads a model from a record file, a Meta checkpoint directory or a Hugging Face
 /// directory.
@@ -47,7 +51,8 @@ pub fn load_model<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Res
     Checkpoint::open(path)?.into_model(device)
 }
 
-/// Saves a model as a record file in `dtype`. A model with LoRA adapters attached is
+/// Saves a model as a record file in `dtype`, without a tokenizer (see
+/// [`save_model_with_tokenizer`]). A model with LoRA adapters attached is
 /// refused: merge them first ([`Llama::merge_lora`]) or save them on their own
 /// ([`llama2::lora::save_adapters`], [`save_peft`]).
 pub fn save_model<B: Backend>(
@@ -56,7 +61,21 @@ pub fn save_model<B: Backend>(
     dtype: StorageDtype,
 ) -> Result<()> {
     refuse_adapters(model, path.as_ref())?;
-    Checkpoint::from_model(model).save_record(path, dtype)
+    Checkpoint::from_model(model).save_record_with(path, dtype, None, |_, _, _| {})
+}
+
+/// [`save_model`] storing the tokenizer file `tokenizer` (`tokenizer.model`
+/// or `tokenizer.json`) in the record, so that `generate` and `chat` need no
+/// `--tokenizer` for it ([`model_tokenizer`]).
+pub fn save_model_with_tokenizer<B: Backend>(
+    model: &Llama<B>,
+    path: impl AsRef<Path>,
+    dtype: StorageDtype,
+    tokenizer: &Path,
+) -> Result<()> {
+    refuse_adapters(model, path.as_ref())?;
+    let tokenizer = TokenizerFile::read(tokenizer)?;
+    Checkpoint::from_model(model).save_record_with(path, dtype, Some(&tokenizer), |_, _, _| {})
 }
 
 /// Exports a model as a Hugging Face `LlamaForCausalLM` directory in `dtype`. A model with

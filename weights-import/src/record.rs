@@ -15,6 +15,7 @@ use crate::checkpoint::{Checkpoint, Failure, Loader, PendingParam, SourceFormat}
 use crate::dtype::{StorageDtype, data_to_f32, is_float};
 use crate::error::{ImportError, Result};
 use crate::layout::param_specs;
+use crate::tokenizer_file::TokenizerFile;
 
 /// Metadata key holding the model configuration.
 pub const CONFIG_KEY: &str = "llama2.config";
@@ -55,6 +56,26 @@ fn read_metadata(path: &Path) -> Result<Metadata> {
     file.read_exact(&mut metadata)
         .map_err(|_| record_error(path, "file ends inside the metadata block"))?;
     ciborium::de::from_reader(metadata.as_slice()).map_err(|e| record_error(path, e.to_string()))
+}
+
+/// The tokenizer file a record carries, if any.
+pub fn record_tokenizer_file(path: &Path) -> Result<Option<TokenizerFile>> {
+    TokenizerFile::from_metadata(&read_metadata(path)?.metadata, path)
+}
+
+/// The tokenizer of a model: the one a record carries, or the
+/// `tokenizer.model` / `tokenizer.json` of a Meta or Hugging Face folder;
+/// `None` when there is none.
+pub fn model_tokenizer(path: impl AsRef<Path>) -> Result<Option<llama2::Tokenizer>> {
+    let path = path.as_ref();
+    let file = if path.is_file() {
+        record_tokenizer_file(path)?
+    } else {
+        TokenizerFile::find(path)
+            .map(TokenizerFile::read)
+            .transpose()?
+    };
+    file.map(|f| f.tokenizer(path)).transpose()
 }
 
 /// Opens a record written by [`Checkpoint::save_record`].
@@ -142,8 +163,27 @@ pub fn open_record(path: &Path) -> Result<Checkpoint> {
 impl Checkpoint {
     /// Writes a record file in `dtype`, one tensor at a time. The file appears only once
     /// complete.
+    ///
+    /// The record carries the tokenizer of the checkpoint: the one a record
+    /// source carries, or the `tokenizer.model` / `tokenizer.json` of a Meta or
+    /// Hugging Face folder ([`TokenizerFile::find`]); see
+    /// [`save_record_with`](Self::save_record_with) to choose it.
     pub fn save_record(&self, path: impl AsRef<Path>, dtype: StorageDtype) -> Result<()> {
-        self.save_record_with_progress(path, dtype, |_, _, _| {})
+        let tokenizer = self.source_tokenizer()?;
+        self.save_record_with(path, dtype, tokenizer.as_ref(), |_, _, _| {})
+    }
+
+    /// The tokenizer file that came with the checkpoint, if any.
+    pub fn source_tokenizer(&self) -> Result<Option<TokenizerFile>> {
+        match self.format {
+            SourceFormat::Record => record_tokenizer_file(&self.source),
+            SourceFormat::Model => Ok(None),
+            SourceFormat::Meta { .. } | SourceFormat::HuggingFace => {
+                TokenizerFile::find(&self.source)
+                    .map(TokenizerFile::read)
+                    .transpose()
+            }
+        }
     }
 
     /// [`save_record`](Self::save_record), calling `progress(done, total, name)` as each
@@ -152,6 +192,19 @@ impl Checkpoint {
         &self,
         path: impl AsRef<Path>,
         dtype: StorageDtype,
+        progress: impl FnMut(usize, usize, &str) + 'static,
+    ) -> Result<()> {
+        let tokenizer = self.source_tokenizer()?;
+        self.save_record_with(path, dtype, tokenizer.as_ref(), progress)
+    }
+
+    /// [`save_record_with_progress`](Self::save_record_with_progress) storing
+    /// `tokenizer` (or none) in the record.
+    pub fn save_record_with(
+        &self,
+        path: impl AsRef<Path>,
+        dtype: StorageDtype,
+        tokenizer: Option<&TokenizerFile>,
         progress: impl FnMut(usize, usize, &str) + 'static,
     ) -> Result<()> {
         let path = path.as_ref();
@@ -163,9 +216,14 @@ impl Checkpoint {
             &failure,
         );
         let config = serde_json::to_string(&self.config).expect("configs serialise");
-        let writer = BurnpackWriter::new(snapshots)
+        let mut writer = BurnpackWriter::new(snapshots)
             .with_metadata(CONFIG_KEY, &config)
             .with_metadata("llama2.dtype", &dtype.to_string());
+        if let Some(tokenizer) = tokenizer {
+            for (key, value) in tokenizer.to_metadata() {
+                writer = writer.with_metadata(key, &value);
+            }
+        }
         crate::atomic::write_file(path, |tmp| {
             writer.write_to_file(tmp).map_err(|e| {
                 failure

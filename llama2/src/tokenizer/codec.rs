@@ -110,6 +110,12 @@ impl Tokenizer {
         hf_json::load(path.as_ref())
     }
 
+    /// Loads a Hugging Face `tokenizer.json` from memory; `name` labels it in
+    /// errors.
+    pub fn from_hf_json_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<Self> {
+        hf_json::from_bytes(bytes, name.as_ref())
+    }
+
     /// Loads either format: `.json` files as `tokenizer.json`, `.model` files
     /// as SentencePiece, anything else by looking at its content.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
