@@ -769,6 +769,45 @@ fn accumulation_matches_full_batch() {
     }
 }
 
+/// Two devices (here the same CPU twice: two worker threads) with
+/// micro-batches of 2 give the step of one device with micro-batches of 4:
+/// gradients are summed across devices before one clipped optimizer step.
+#[test]
+fn two_devices_match_one_device_with_twice_the_batch() {
+    let dev = device();
+    let data = PackedTextDataset::from_tokens(synthetic_tokens(1000, 64), 16, "synthetic").unwrap();
+    let model = materialized(micro_config(), &dev);
+    let dir = tempfile::tempdir().unwrap();
+    let base = small_run_config(dir.path())
+        .with_checkpoint_every(0)
+        .with_steps(3);
+    let mut parallel = Trainer::new(
+        model.clone(),
+        base.clone()
+            .with_devices(2)
+            .with_output_dir(dir.path().join("a").display().to_string()),
+        &dev,
+    );
+    let mut single = Trainer::new(
+        model,
+        base.with_micro_batch_size(4)
+            .with_output_dir(dir.path().join("b").display().to_string()),
+        &dev,
+    );
+    let a = parallel.fit(&data, None).unwrap();
+    let b = single.fit(&data, None).unwrap();
+    assert_eq!((a.len(), b.len()), (3, 3));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() < 1e-5, "{} vs {}", x.loss, y.loss);
+        assert!(
+            (x.grad_norm - y.grad_norm).abs() < 1e-5,
+            "{} vs {}",
+            x.grad_norm,
+            y.grad_norm
+        );
+    }
+}
+
 /// SFT on a tiny model memorizes a small fixed dataset: the answer-token loss
 /// goes near zero.
 #[test]

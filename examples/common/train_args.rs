@@ -53,6 +53,11 @@ pub struct TrainArgs {
     /// Tokens per optimizer step (gradient accumulation).
     #[arg(long, value_parser = positive)]
     pub tokens_per_step: Option<usize>,
+    /// Data-parallel training on this many devices of the backend (GPUs 0..N on
+    /// cuda/wgpu; on CPU backends the same CPU, which only runs micro-batches in
+    /// parallel threads). Each step's micro-batches are spread over the devices.
+    #[arg(long, value_parser = positive)]
+    pub devices: Option<usize>,
     /// Seed of the model initialisation, the data order and dropout [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -105,6 +110,9 @@ impl TrainArgs {
         }
         if let Some(v) = self.tokens_per_step {
             t.tokens_per_step = v;
+        }
+        if let Some(v) = self.devices {
+            t.devices = v;
         }
         if let Some(v) = self.seed {
             t.seed = v;

@@ -30,6 +30,11 @@ pub struct TrainConfig {
     /// accumulated. 0: one micro-batch per step.
     #[config(default = 0)]
     pub tokens_per_step: usize,
+    /// Devices of data-parallel training on one node (see
+    /// [`Trainer::with_devices`](super::Trainer::with_devices)): the
+    /// trainer's device and the next ones of its kind.
+    #[config(default = 1)]
+    pub devices: usize,
     /// Seed of the data order.
     #[config(default = 42)]
     pub seed: u64,

@@ -60,11 +60,14 @@ pub struct Trainer<B: AutodiffBackend, M: Trainable<B> = Llama<B>> {
     pub cursor: u64,
     valid: Option<Arc<dyn Dataset<M::Item>>>,
     device: B::Device,
+    /// Devices of data-parallel steps; the first is `device`.
+    devices: Vec<B::Device>,
 }
 
 impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
     /// A fresh run starting from `model`.
     pub fn new(model: M, config: TrainConfig, device: &B::Device) -> Self {
+        let devices = device_list::<B>(device, config_devices(&config));
         Self {
             model,
             optim: config.optim.init(),
@@ -74,7 +77,23 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
             cursor: 0,
             valid: None,
             device: device.clone(),
+            devices,
         }
+    }
+
+    /// Runs each step's micro-batches data-parallel on `devices` (the model
+    /// stays on the trainer's device, which should be the first of them):
+    /// micro-batch `k` of a step runs on device `k mod n` in a thread of its
+    /// own, its gradients are moved to the main device and summed, and one
+    /// clipped optimizer step follows, as burn-train's multi-device strategy
+    /// does. The step's result is that of the same micro-batches on one
+    /// device; with `n` devices, give at least `n` micro-batches per step
+    /// (`tokens_per_step`) to use them all.
+    pub fn with_devices(mut self, devices: Vec<B::Device>) -> Self {
+        if !devices.is_empty() {
+            self.devices = devices;
+        }
+        self
     }
 
     /// Continues the run in `config.output_dir` from its latest checkpoint;
@@ -144,19 +163,19 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
         let mut merged: Option<TrainSync<M>> = None;
         let mut accumulator = GradientsAccumulator::<M>::new();
         let mut single = None;
-        let chunks = items.chunks(mb).count();
-        for chunk in items.chunks(mb) {
-            let batch = M::train_batch(chunk, denominator, &self.device);
-            let out = TrainStep::step(&self.model, batch);
-            let item = out.item.sync();
-            match &mut merged {
-                Some(m) => m.merge(item),
-                None => merged = Some(item),
-            }
-            if chunks == 1 {
-                single = Some(out.grads);
-            } else {
-                accumulator.accumulate(&self.model, out.grads);
+        let chunks: Vec<&[M::Item]> = items.chunks(mb).collect();
+        let n_chunks = chunks.len();
+        for round in chunks.chunks(self.devices.len()) {
+            for (item, grads) in self.run_round(round, denominator) {
+                match &mut merged {
+                    Some(m) => m.merge(item),
+                    None => merged = Some(item),
+                }
+                if n_chunks == 1 {
+                    single = Some(grads);
+                } else {
+                    accumulator.accumulate(&self.model, grads);
+                }
             }
         }
         let merged = merged.expect("a step has at least one micro-batch");
@@ -179,6 +198,40 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
             epoch: self.cursor as f64 / data.len() as f64,
             metrics: named(merged.metrics()),
         }
+    }
+
+    /// Forward + backward of up to one micro-batch per device, in parallel;
+    /// the gradients come back on the main device, in micro-batch order.
+    fn run_round(
+        &self,
+        round: &[&[M::Item]],
+        denominator: f64,
+    ) -> Vec<(TrainSync<M>, burn::optim::GradientsParams)> {
+        let run = |model: &M, chunk: &[M::Item], device: &B::Device| {
+            let batch = M::train_batch(chunk, denominator, device);
+            let out = TrainStep::step(model, batch);
+            (out.item.sync(), out.grads)
+        };
+        if round.len() == 1 {
+            return vec![run(&self.model, round[0], &self.device)];
+        }
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = round
+                .iter()
+                .zip(&self.devices)
+                .map(|(&chunk, device)| {
+                    let model = self.model.clone().fork(device);
+                    scope.spawn(move || run(&model, chunk, device))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    let (item, grads) = w.join().expect("a training worker panicked");
+                    (item, grads.to_device(&self.device, &self.model))
+                })
+                .collect()
+        })
     }
 
     /// The loss (mean over the items' weights) and objective metrics of the
@@ -285,6 +338,24 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
         plot_curves(&log.history, &out.join("curves.svg"))?;
         Ok(ran)
     }
+}
+
+fn config_devices(config: &TrainConfig) -> usize {
+    config.devices.max(1)
+}
+
+/// `device` and the next `n - 1` devices of its kind (index ids counted up
+/// from its own; on a CPU backend every id is the one CPU).
+fn device_list<B: AutodiffBackend>(device: &B::Device, n: usize) -> Vec<B::Device> {
+    use burn::tensor::backend::Device as _;
+    let first = device.to_id();
+    (0..n as u16)
+        .map(|k| {
+            let mut id = first;
+            id.index_id = first.index_id + k;
+            B::Device::from_id(id)
+        })
+        .collect()
 }
 
 fn named(metrics: Vec<(&'static str, f64)>) -> std::collections::BTreeMap<String, f64> {
