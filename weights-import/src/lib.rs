@@ -7,6 +7,7 @@
 //! | [`record`] | llama2-burn record files (burnpack, f32 / f16 / bf16) |
 //! | [`export`] | back out to Hugging Face safetensors |
 //! | [`peft`] | LoRA adapters in Hugging Face PEFT's layout, both ways |
+//! | [`seq_cls`] | reward models: `LlamaForSequenceClassification` directories and reward records |
 //! | [`layout`] | parameter names, shapes, shard splits and the rotary permutation |
 //! | [`checkpoint`] | the lazily loaded [`Checkpoint`] every source opens into |
 //! | [`error`] | [`ImportError`], which names the file and tensor at fault |
@@ -30,6 +31,7 @@ pub mod layout;
 pub mod meta;
 pub mod peft;
 pub mod record;
+pub mod seq_cls;
 
 use std::path::Path;
 
@@ -40,6 +42,7 @@ pub use checkpoint::{Checkpoint, SourceFormat};
 pub use dtype::StorageDtype;
 pub use error::{ImportError, Result};
 pub use peft::{load_peft, save_peft};
+pub use seq_cls::{RewardMeta, RewardNormalization, SeqClsCheckpoint};
 
 /// Loads a model from a record file, a Meta checkpoint directory or a Hugging Face
 /// directory.
