@@ -391,9 +391,9 @@ mod tests {
     #[test]
     fn sides_are_completed_chat_dialogs_ending_with_eos() {
         let tok = tokenizer();
-        let pairs = parse(concat!(
-            r#"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"}], "chosen": "6", "rejected": "7"}"#
-        ))
+        let pairs = parse(
+            r#"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"}], "chosen": "6", "rejected": "7"}"#,
+        )
         .unwrap();
         let pair = pairs[0].encode(&tok, 512).unwrap().unwrap();
         let expected = [
