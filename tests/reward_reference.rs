@@ -347,3 +347,43 @@ fn missing_or_misshapen_score_heads_are_typed_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn evaluate_scores_the_synthetic_heldout_set_in_batches_as_one_by_one() {
+    use llama2_reward::{MarginKind, PreferenceDataset, evaluate};
+    let tokenizer = llama2::Tokenizer::from_file(data_dir().join("tokenizer/small.model")).unwrap();
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/preferences_heldout.jsonl");
+    let raw = read_preferences(&path).unwrap();
+    let data = PreferenceDataset::from_files(&[path], &tokenizer, 200).unwrap();
+    assert_eq!(
+        (data.pairs.len(), data.skipped, data.truncated),
+        (raw.len(), 0, 0)
+    );
+    let (model, _) = model(&dir().join("hf"));
+    let metrics = evaluate(&model, &data.pairs, 7, MarginKind::Small, 0).unwrap();
+    assert_eq!(metrics.pairs, raw.len());
+    for rating in Rating::ALL {
+        let expected = raw.iter().filter(|p| p.rating == Some(rating)).count();
+        assert_eq!(metrics.bucket(rating).total, expected, "{rating:?}");
+    }
+    // The batched statistics equal those of each side scored alone.
+    let alone = |ids: &[u32]| {
+        let row: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+        f64::from(rewards_of(&model, &[row], &[ids.len()], Padding::Right)[0])
+    };
+    let (mut correct, mut margin_sum) = (0, 0.0);
+    for pair in &data.pairs {
+        let (c, r) = (alone(&pair.chosen), alone(&pair.rejected));
+        assert!((c - r).abs() > 1e-3, "near tie at line {}", pair.line);
+        correct += usize::from(c > r);
+        margin_sum += c - r;
+    }
+    assert_eq!(metrics.correct, correct);
+    assert!(
+        (metrics.margin_sum - margin_sum).abs() < 1e-3,
+        "{} vs {margin_sum}",
+        metrics.margin_sum
+    );
+    assert!(metrics.normalization().std > 0.0);
+}

@@ -454,4 +454,33 @@ mod tests {
         let data = PreferenceDataset::encode(&pairs, &tok, response + 1).unwrap();
         assert_eq!((data.pairs.len(), data.truncated), (1, 1));
     }
+
+    #[test]
+    fn the_synthetic_examples_encode_with_both_tokenizers() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let files = [
+            root.join("examples/data/preferences_train.jsonl"),
+            root.join("examples/data/preferences_heldout.jsonl"),
+        ];
+        let small = Tokenizer::from_file(root.join("tests/data/tokenizer/small.model")).unwrap();
+        for tok in [tokenizer(), small] {
+            let data = PreferenceDataset::from_files(&files, &tok, 256).unwrap();
+            assert_eq!(
+                (data.pairs.len(), data.skipped, data.truncated),
+                (1400, 0, 0)
+            );
+            assert!(data.pairs.iter().any(|p| p.is_safety));
+            for rating in Rating::ALL {
+                assert!(
+                    data.pairs.iter().any(|p| p.rating == Some(rating)),
+                    "{rating:?}"
+                );
+            }
+            assert!(
+                data.pairs
+                    .iter()
+                    .all(|p| p.chosen.len() <= 256 && p.chosen[0] == tok.bos_id())
+            );
+        }
+    }
 }
