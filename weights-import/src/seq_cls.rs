@@ -7,7 +7,7 @@
 //! The trunk's parameters use the causal LM's names and q/k permutation ([`crate::hf`],
 //! [`crate::layout`]). A file without `score.weight` is a [`ImportError::MissingTensor`], a
 //! score head of another shape (e.g. `num_labels: 2`) an [`ImportError::ShapeMismatch`]; both
-//! name the file and the tensor.
+//! name the file and the tensor. An `lm_head.weight` next to the score head is ignored.
 //!
 //! Models come out as a trunk [`Llama`] whose unused LM head is a [`placeholder_head`] (the
 //! `[dim, vocab]` head of the configuration is allocated while the trunk is built, then
