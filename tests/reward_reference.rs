@@ -146,14 +146,14 @@ fn ranking_loss_matches_float64_pytorch_at_any_magnitude() {
         .to_vec()
         .unwrap();
     assert_eq!(got.len(), n);
-    for i in 0..n {
+    for (i, &g) in got.iter().enumerate() {
         let (c, r, m, want) = (l.chosen[i], l.rejected[i], l.margin[i], l.loss[i]);
         let host = pair_loss_f64(c, r, m);
         assert!(
             (host - want).abs() <= 1e-12 * want.abs().max(1e-300),
             "f64 ({c}, {r}, {m}): {host} vs {want}"
         );
-        let g = f64::from(got[i]);
+        let g = f64::from(g);
         // Relative 1e-5; below f32's smallest normal number only absolutely.
         let tol = (1e-5 * want.abs()).max(f64::from(f32::MIN_POSITIVE));
         assert!(

@@ -288,4 +288,42 @@ mod tests {
         let inference = InferenceStep::step(&valid, batch).sync();
         assert!((inference.loss - sync.loss).abs() < 1e-5, "{inference:?}");
     }
+
+    #[test]
+    fn micro_batches_over_the_step_pair_count_accumulate_to_the_full_batch_mean() {
+        let device = Default::default();
+        let trunk = LlamaConfig::new(32, 1, 4, 2, 16)
+            .with_multiple_of(16)
+            .with_max_seq_len(8)
+            .init::<A>(&device);
+        let model = RewardModelConfig::new().with_init_std(1.0).init(trunk);
+        let pairs = pairs();
+        let run = |pairs: &[EncodedPair], denominator| {
+            let batch =
+                PreferenceBatch::<A>::new(pairs, MarginKind::Small, 0, denominator, &device)
+                    .unwrap();
+            let loss = model.preference_loss(batch).loss;
+            let value = f64::from(loss.clone().into_scalar());
+            let grads = loss.backward();
+            let grad: Vec<f32> = model
+                .score
+                .weight
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .to_vec()
+                .unwrap();
+            (value, grad)
+        };
+        let (full, full_grad) = run(&pairs, None);
+        let (a, a_grad) = run(&pairs[..1], Some(3.0));
+        let (b, b_grad) = run(&pairs[1..], Some(3.0));
+        assert!((a + b - full).abs() < 1e-5, "{a} + {b} vs {full}");
+        let mut largest = 0f32;
+        for ((g, ga), gb) in full_grad.iter().zip(&a_grad).zip(&b_grad) {
+            assert!((ga + gb - g).abs() < 1e-5, "{ga} + {gb} vs {g}");
+            largest = largest.max(g.abs());
+        }
+        assert!(largest > 1e-4, "gradient {full_grad:?}");
+    }
 }
