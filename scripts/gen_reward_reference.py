@@ -16,6 +16,9 @@ Writes tests/data/reward/:
 
 Deterministic (fixed seeds, single-threaded float32 CPU).
 Usage: .venv/bin/python scripts/gen_reward_reference.py
+       .venv/bin/python scripts/gen_reward_reference.py --check-export DIR
+         (loads a directory written by RewardModel::export_hf in transformers and checks its
+          rewards of the reference sequences against reference.json, within 1e-5)
 """
 
 import copy
@@ -209,5 +212,20 @@ def main():
     print("wrote", OUT)
 
 
+def check_export(path):
+    model = LlamaForSequenceClassification.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager").eval()
+    assert model.config.num_labels == 1, model.config.num_labels
+    with open(os.path.join(OUT, "reference.json")) as f:
+        ref = json.load(f)
+    got = [rewards(model, torch.tensor([s]))[0] for s in ref["sequences"]]
+    diff = max(abs(a - b) for a, b in zip(got, ref["rewards_alone"]))
+    assert diff < TOL, diff
+    print(f"{path}: rewards within {diff:.2e} of reference.json")
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-export":
+        check_export(sys.argv[2])
+    else:
+        main()
