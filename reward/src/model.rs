@@ -153,6 +153,41 @@ impl<B: Backend> RewardModel<B> {
         Ok(self.score_last(hidden, lengths))
     }
 
+    /// The reward of each token sequence (e.g. a prompt and a sampled response in the chat
+    /// format), scored `batch_size` sequences at a time as right-padded batches.
+    ///
+    /// # Errors
+    ///
+    /// [`RewardError::BadBatch`] for an empty sequence, a batch size of 0 or a sequence
+    /// longer than the rotary tables.
+    pub fn score_sequences(
+        &self,
+        sequences: &[Vec<u32>],
+        batch_size: usize,
+    ) -> Result<Vec<f32>, RewardError> {
+        if batch_size == 0 {
+            return Err(RewardError::BadBatch("batch size 0".into()));
+        }
+        let device = self.trunk.tok_embeddings.weight.device();
+        let mut rewards = Vec::with_capacity(sequences.len());
+        for chunk in sequences.chunks(batch_size) {
+            let lengths: Vec<usize> = chunk.iter().map(Vec::len).collect();
+            let seq_len = lengths.iter().copied().max().unwrap_or(0).max(1);
+            let mut ids = Vec::with_capacity(chunk.len() * seq_len);
+            for row in chunk {
+                ids.extend(row.iter().map(|&t| i64::from(t)));
+                ids.extend(std::iter::repeat_n(0i64, seq_len - row.len()));
+            }
+            let tokens = Tensor::from_data(TensorData::new(ids, [chunk.len(), seq_len]), &device);
+            let scores = self.forward(tokens, &lengths, Padding::Right)?;
+            let scores = scores.into_data().convert::<f32>();
+            rewards.extend(scores.to_vec::<f32>().map_err(|e| {
+                RewardError::BadBatch(format!("cannot read the rewards back: {e:?}"))
+            })?);
+        }
+        Ok(rewards)
+    }
+
     /// The score head on the hidden state at `lengths[i] − 1` of each right-padded row.
     ///
     /// # Shapes
@@ -263,6 +298,23 @@ mod tests {
             (alone[0] - alone[1]).abs() > 1e-4,
             "rows must differ: {alone:?}"
         );
+    }
+
+    #[test]
+    fn score_sequences_batches_like_one_by_one() {
+        let m = model();
+        let seqs = vec![vec![5u32, 9, 3, 7, 1], vec![4, 8], vec![2, 2, 2], vec![6]];
+        let alone: Vec<f32> = seqs
+            .iter()
+            .flat_map(|s| m.score_sequences(std::slice::from_ref(s), 1).unwrap())
+            .collect();
+        let batched = m.score_sequences(&seqs, 3).unwrap();
+        assert_eq!(batched.len(), seqs.len());
+        for (b, a) in batched.iter().zip(&alone) {
+            assert!((b - a).abs() < 1e-5, "{batched:?} vs {alone:?}");
+        }
+        assert!(m.score_sequences(&seqs, 0).is_err());
+        assert!(m.score_sequences(&[vec![1], vec![]], 2).is_err());
     }
 
     #[test]
