@@ -8,8 +8,10 @@
 //!
 //! `R_s` and `R_h` are on the sigmoid scale (`σ` of the raw scores, [`sigmoid`]). LOGIT is
 //! applied to `R_c` clamped to `[ε, 1 − ε]`, so a score of exactly 0 or 1 gives a finite
-//! value. WHITEN subtracts the mean and divides by `sqrt(var + 1e-8)` (TRL's `whiten`,
-//! population variance), with the statistics of the batch or stored ones
+//! value. WHITEN subtracts the mean and divides by `sqrt(var + 1e-8)` as TRL's `whiten`
+//! does, but with the population variance (TRL's `masked_var` applies Bessel's correction by
+//! default), so that one sample and stored statistics need no special case; the statistics
+//! are those of the batch or stored ones
 //! ([`RewardNormalization`], e.g. measured by [`crate::evaluate`]).
 
 use burn::config::Config;
