@@ -79,45 +79,58 @@ impl Checkpoint {
     /// `model.safetensors`) in `dtype`. `dir` must not exist or be empty; it appears only
     /// once complete.
     pub fn save_hf(&self, dir: impl AsRef<Path>, dtype: StorageDtype) -> Result<()> {
-        let dir = dir.as_ref();
-        let torch_dtype = match dtype {
-            StorageDtype::F32 => "float32",
-            StorageDtype::F16 => "float16",
-            StorageDtype::BF16 => "bfloat16",
-        };
-        crate::atomic::write_dir(dir, |tmp| {
-            let config_path = tmp.join("config.json");
-            let json = serde_json::to_string_pretty(&HfConfig::json_for(&self.config, torch_dtype))
-                .expect("JSON values serialise");
-            std::fs::write(&config_path, json).map_err(|e| ImportError::io(&config_path, e))?;
-
-            let failure: Rc<RefCell<Option<ImportError>>> = Rc::default();
-            let tensors: Vec<LazyTensor> = self
-                .params
-                .iter()
-                .map(|param| LazyTensor {
-                    param,
-                    dtype,
-                    failure: failure.clone(),
-                })
-                .collect();
-            let views = self
-                .params
-                .iter()
-                .zip(&tensors)
-                .map(|(param, tensor)| (param.spec.hf_name.clone(), tensor));
-            let metadata = [("format".to_string(), "pt".to_string())].into();
-            let file = tmp.join("model.safetensors");
-            safetensors::serialize_to_file(views, Some(metadata), &file).map_err(|e| {
-                ImportError::Safetensors {
-                    path: dir.join("model.safetensors"),
-                    message: e.to_string(),
-                }
-            })?;
-            match failure.borrow_mut().take() {
-                Some(error) => Err(error),
-                None => Ok(()),
-            }
-        })
+        let config = HfConfig::json_for(&self.config, torch_dtype(dtype));
+        write_hf_dir(dir.as_ref(), &config, &self.params, dtype)
     }
+}
+
+/// The `torch_dtype` name of a storage type.
+pub(crate) fn torch_dtype(dtype: StorageDtype) -> &'static str {
+    match dtype {
+        StorageDtype::F32 => "float32",
+        StorageDtype::F16 => "float16",
+        StorageDtype::BF16 => "bfloat16",
+    }
+}
+
+/// Writes `config` as `config.json` and `params` (under their Hugging Face names, q/k rows
+/// permuted, linear weights `[out, in]`) as `model.safetensors` in `dtype`, atomically: `dir`
+/// must not exist or be empty and appears only once complete.
+pub(crate) fn write_hf_dir(
+    dir: &Path,
+    config: &serde_json::Value,
+    params: &[PendingParam],
+    dtype: StorageDtype,
+) -> Result<()> {
+    crate::atomic::write_dir(dir, |tmp| {
+        let config_path = tmp.join("config.json");
+        let json = serde_json::to_string_pretty(config).expect("JSON values serialise");
+        std::fs::write(&config_path, json).map_err(|e| ImportError::io(&config_path, e))?;
+
+        let failure: Rc<RefCell<Option<ImportError>>> = Rc::default();
+        let tensors: Vec<LazyTensor> = params
+            .iter()
+            .map(|param| LazyTensor {
+                param,
+                dtype,
+                failure: failure.clone(),
+            })
+            .collect();
+        let views = params
+            .iter()
+            .zip(&tensors)
+            .map(|(param, tensor)| (param.spec.hf_name.clone(), tensor));
+        let metadata = [("format".to_string(), "pt".to_string())].into();
+        let file = tmp.join("model.safetensors");
+        safetensors::serialize_to_file(views, Some(metadata), &file).map_err(|e| {
+            ImportError::Safetensors {
+                path: dir.join("model.safetensors"),
+                message: e.to_string(),
+            }
+        })?;
+        match failure.borrow_mut().take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    })
 }

@@ -178,15 +178,15 @@ struct SafetensorsIndex {
 
 /// One tensor in a memory-mapped safetensors file.
 #[derive(Clone)]
-struct StoredTensor {
-    file: PathBuf,
+pub(crate) struct StoredTensor {
+    pub(crate) file: PathBuf,
     map: Rc<Mmap>,
-    dtype: Dtype,
-    shape: Vec<usize>,
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
     range: std::ops::Range<usize>,
 }
 
-fn map_file(path: &Path) -> Result<Vec<(String, StoredTensor)>> {
+pub(crate) fn map_file(path: &Path) -> Result<Vec<(String, StoredTensor)>> {
     let file =
         std::fs::File::open(path).map_err(|e| ImportError::read(path, "safetensors shard", e))?;
     // SAFETY: the file is opened read-only and only read; the loader reports a modified or
@@ -216,7 +216,7 @@ fn map_file(path: &Path) -> Result<Vec<(String, StoredTensor)>> {
 }
 
 /// Safetensors files of a directory: the index's shards, or `model.safetensors`.
-fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.exists() {
         let text =
@@ -311,7 +311,7 @@ pub fn open_hf(dir: &Path) -> Result<Checkpoint> {
     })
 }
 
-fn hf_loader(spec: ParamSpec, name: String, tensor: StoredTensor) -> Loader {
+pub(crate) fn hf_loader(spec: ParamSpec, name: String, tensor: StoredTensor) -> Loader {
     Rc::new(move || {
         let values = safetensors_float(tensor.dtype)
             .and_then(|dtype| decode_le(dtype, &tensor.map[tensor.range.clone()]))

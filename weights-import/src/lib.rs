@@ -8,6 +8,7 @@
 //! | [`tokenizer_file`] | the tokenizer bytes a record carries |
 //! | [`export`] | back out to Hugging Face safetensors |
 //! | [`peft`] | LoRA adapters in Hugging Face PEFT's layout, both ways |
+//! | [`seq_cls`] | reward models: `LlamaForSequenceClassification` directories and reward records |
 //! | [`layout`] | parameter names, shapes, shard splits and the rotary permutation |
 //! | [`checkpoint`] | the lazily loaded [`Checkpoint`] every source opens into |
 //! | [`error`] | [`ImportError`], which names the file and tensor at fault |
@@ -32,6 +33,7 @@ pub mod meta;
 pub mod peft;
 pub mod record;
 pub mod tokenizer_file;
+pub mod seq_cls;
 
 use std::path::Path;
 
@@ -44,6 +46,7 @@ pub use error::{ImportError, Result};
 pub use peft::{load_peft, save_peft};
 pub use record::model_tokenizer;
 pub use tokenizer_file::TokenizerFile;
+pub use seq_cls::{RewardMeta, RewardNormalization, SeqClsCheckpoint};
 
 /// Loads a model from a record file, a Meta checkpoint directory or a Hugging Face
 /// directory.

@@ -20,7 +20,7 @@ use crate::tokenizer_file::TokenizerFile;
 /// Metadata key holding the model configuration.
 pub const CONFIG_KEY: &str = "llama2.config";
 
-fn record_error(path: &Path, message: impl Into<String>) -> ImportError {
+pub(crate) fn record_error(path: &Path, message: impl Into<String>) -> ImportError {
     ImportError::Record {
         path: path.to_path_buf(),
         message: message.into(),
@@ -34,13 +34,13 @@ const MAX_METADATA_SIZE: usize = 100 * 1024 * 1024;
 
 /// The part of burnpack's CBOR metadata block read here.
 #[derive(Deserialize)]
-struct Metadata {
+pub(crate) struct Metadata {
     #[serde(default)]
-    metadata: std::collections::BTreeMap<String, String>,
+    pub(crate) metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads the key/value metadata of a burnpack file.
-fn read_metadata(path: &Path) -> Result<Metadata> {
+pub(crate) fn read_metadata(path: &Path) -> Result<Metadata> {
     let mut file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
     let mut header = [0u8; HEADER_SIZE];
     file.read_exact(&mut header)
