@@ -8,7 +8,7 @@ tokenizer (tests/data/tokenizer/small.model, which has byte fallback).
 
 The rule is checkable by a program:
 
-* `sum` rows ask for `a + b` (a string prompt, or a message list with a system prompt and an
+* `sum` rows ask for `a + b` with single-digit `a`, `b` (a string prompt, or a message list with a system prompt and an
   earlier exchange). The chosen answer is right; the rejected answer is off by `d ≠ 0`, and
   the rating says how wrong: |d| ≥ 10 significantly_better, 4..9 better, 2..3 slightly_better,
   1 negligibly_better. `margin` is min(|d|, 9) / 3. A reward model that learns the rule
@@ -65,7 +65,10 @@ def rating_of(d):
 
 
 def sum_row(rng):
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
+    # Single-digit operands: the 81 facts can be learned from the training rows, so a
+    # small reward model can reach high held-out accuracy, and the size of the error
+    # decides how hard a pair is.
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
     s = a + b
     mag = rng.choice([1, 1, 2, 3, 4, 6, 9, 10, 15, 30])
     d = mag if rng.random() < 0.5 or s - mag < 0 else -mag

@@ -10,6 +10,7 @@
 //! | [`rating`] | Table 27 | preference ratings and the small / large margins |
 //! | [`loss`] | eq. 2 | `−log σ(r_c − r_r − m)`, TRL's reward centring |
 //! | [`step`] | — | burn-train's `TrainStep` / `InferenceStep` and synced statistics |
+//! | [`train`] | §3.2.2 | the reward objective on the training engine, the paper's settings |
 //! | [`metrics`] | Tables 7, 8 | accuracy overall and per rating, [`evaluate`] |
 //! | [`combine`] | §3.2.3 | safety / helpfulness gate, logit and whitening for RLHF |
 //! | [`file`] | — | reward records and `LlamaForSequenceClassification` directories |
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod rating;
 pub mod step;
+pub mod train;
 
 pub use llama2;
 
@@ -40,6 +42,7 @@ pub use metrics::{RewardMetrics, evaluate};
 pub use model::{Padding, RewardModel, RewardModelConfig};
 pub use rating::{MarginKind, Rating};
 pub use step::{BucketCount, RewardOutput, RewardOutputSync};
+pub use train::{RewardTrainConfig, RewardTrainError, train_reward};
 
 #[cfg(test)]
 pub(crate) type TestBackend = burn::backend::NdArray<f32, i64>;

@@ -11,6 +11,8 @@
 //! (Eisenstein et al., 2023) keeps the rewards centred on zero.
 
 use burn::config::Config;
+
+use crate::rating::MarginKind;
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
@@ -18,6 +20,10 @@ use burn::tensor::backend::Backend;
 /// Settings of the ranking loss.
 #[derive(Config, Debug, PartialEq)]
 pub struct RankingLossConfig {
+    /// Where each pair's margin `m` comes from (paper Table 27, the
+    /// `margin` column, or none).
+    #[config(default = "MarginKind::None")]
+    pub margin: MarginKind,
     /// TRL's `center_rewards_coefficient`; `None` (TRL's default) adds nothing.
     #[config(default = "None")]
     pub center_rewards_coefficient: Option<f64>,

@@ -32,8 +32,8 @@ pub mod layout;
 pub mod meta;
 pub mod peft;
 pub mod record;
-pub mod tokenizer_file;
 pub mod seq_cls;
+pub mod tokenizer_file;
 
 use std::path::Path;
 
@@ -45,8 +45,8 @@ pub use dtype::StorageDtype;
 pub use error::{ImportError, Result};
 pub use peft::{load_peft, save_peft};
 pub use record::model_tokenizer;
-pub use tokenizer_file::TokenizerFile;
 pub use seq_cls::{RewardMeta, RewardNormalization, SeqClsCheckpoint};
+pub use tokenizer_file::TokenizerFile;
 
 /// Loads a model from a record file, a Meta checkpoint directory or a Hugging Face
 /// directory.

@@ -67,8 +67,11 @@ pub trait Trainable<B: AutodiffBackend>:
     fn item_weight(item: &Self::Item) -> usize;
 
     /// A training micro-batch of `items`, whose loss is its summed loss
-    /// divided by `loss_denominator` (the weight of the whole step).
+    /// divided by `loss_denominator` (the weight of the whole step). The
+    /// model's own objective settings (e.g. a reward model's margins) may
+    /// shape the batch.
     fn train_batch(
+        &self,
         items: &[Self::Item],
         loss_denominator: f64,
         device: &B::Device,
@@ -76,6 +79,7 @@ pub trait Trainable<B: AutodiffBackend>:
 
     /// A validation batch of `items` on the inner backend.
     fn valid_batch(
+        &self,
         items: &[Self::Item],
         loss_denominator: f64,
         device: &burn::tensor::Device<B::InnerBackend>,

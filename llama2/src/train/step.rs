@@ -127,6 +127,7 @@ impl<B: AutodiffBackend> Trainable<B> for Llama<B> {
     }
 
     fn train_batch(
+        &self,
         items: &[TokenWindow],
         loss_denominator: f64,
         device: &B::Device,
@@ -135,6 +136,7 @@ impl<B: AutodiffBackend> Trainable<B> for Llama<B> {
     }
 
     fn valid_batch(
+        &self,
         items: &[TokenWindow],
         loss_denominator: f64,
         device: &burn::tensor::Device<B::InnerBackend>,

@@ -208,7 +208,7 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
         denominator: f64,
     ) -> Vec<(TrainSync<M>, burn::optim::GradientsParams)> {
         let run = |model: &M, chunk: &[M::Item], device: &B::Device| {
-            let batch = M::train_batch(chunk, denominator, device);
+            let batch = model.train_batch(chunk, denominator, device);
             let out = TrainStep::step(model, batch);
             (out.item.sync(), out.grads)
         };
@@ -245,7 +245,7 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
         let denominator = weight.max(1) as f64;
         let mut merged: Option<ValidSync<B, M>> = None;
         for chunk in items.chunks(self.config.micro_batch_size.max(1)) {
-            let batch = M::valid_batch(chunk, denominator, &device);
+            let batch = self.model.valid_batch(chunk, denominator, &device);
             let item = InferenceStep::step(&inner, batch).sync();
             match &mut merged {
                 Some(m) => m.merge(item),
