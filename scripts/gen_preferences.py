@@ -148,7 +148,7 @@ def write(name, n, seed):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, n, seed in [("preferences_train.jsonl", 1200, 0),
+    for name, n, seed in [("preferences_train.jsonl", 2400, 0),
                           ("preferences_heldout.jsonl", 200, 1)]:
         path, rows = write(name, n, seed)
         counts = {}

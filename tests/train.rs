@@ -732,6 +732,27 @@ fn validation_and_early_stopping() {
     );
 }
 
+/// Resuming a run with a model of another shape is an error naming the
+/// checkpoint, not a panic.
+#[test]
+fn resume_refuses_a_checkpoint_of_another_model() {
+    let dev = device();
+    let data = PackedTextDataset::from_tokens(synthetic_tokens(500, 64), 16, "synthetic").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_run_config(dir.path()).with_steps(1);
+    let mut trainer = Trainer::new(materialized(micro_config(), &dev), cfg.clone(), &dev);
+    trainer.fit(&data, None).unwrap();
+    let mut other = micro_config();
+    other.dim = 48;
+    match Trainer::resume(other.init::<AD>(&dev), cfg, &dev) {
+        Err(llama2_burn::model::train::TrainError::CheckpointMismatch { path, .. }) => {
+            assert!(path.starts_with(dir.path()), "{}", path.display());
+        }
+        Err(e) => panic!("expected CheckpointMismatch, got {e}"),
+        Ok(_) => panic!("a checkpoint of another shape was loaded"),
+    }
+}
+
 /// Accumulating two micro-batches of 2 gives the step of one batch of 4: the
 /// loss is normalized by the target tokens of the whole step.
 #[test]

@@ -47,6 +47,14 @@ pub enum TrainError {
         /// The model's LoRA configuration (JSON), if any.
         model: Option<String>,
     },
+    /// A checkpoint holds another architecture than the model it is loaded into.
+    #[error("checkpoint {path} is of another model: {detail}")]
+    CheckpointMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What differs.
+        detail: String,
+    },
     /// LoRA adapters could not be attached.
     #[error(transparent)]
     Lora(#[from] crate::lora::LoraError),

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, ItemLazy, TrainStep};
@@ -109,9 +109,75 @@ pub trait Trainable<B: AutodiffBackend>:
         let path = dir.join("model");
         let record = CheckpointRecorder::new()
             .load(path.clone(), device)
-            .map_err(|source| TrainError::Record { path, source })?;
-        Ok(self.load_record(record))
+            .map_err(|source| TrainError::Record {
+                path: path.clone(),
+                source,
+            })?;
+        load_checked(self, record, &path)
     }
+}
+
+/// The shapes of a module's float parameters, in visiting order.
+pub fn param_shapes<B: burn::tensor::backend::Backend, M: Module<B>>(
+    module: &M,
+) -> Vec<Vec<usize>> {
+    struct Shapes(Vec<Vec<usize>>);
+    impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            self.0.push(param.val().dims().to_vec());
+        }
+    }
+    let mut shapes = Shapes(Vec::new());
+    module.visit(&mut shapes);
+    shapes.0
+}
+
+/// Loads `record` into `module`, refusing a record of another architecture
+/// (parameters of other shapes) with [`TrainError::CheckpointMismatch`]
+/// instead of a panic.
+pub fn load_checked<B: burn::tensor::backend::Backend, M: Module<B>>(
+    module: M,
+    record: M::Record,
+    path: &Path,
+) -> Result<M, TrainError> {
+    let expected = param_shapes::<B, M>(&module);
+    let mismatch = |found: Option<Vec<Vec<usize>>>| {
+        let detail = match found {
+            Some(found) => expected
+                .iter()
+                .zip(&found)
+                .position(|(a, b)| a != b)
+                .map(|i| {
+                    format!(
+                        "parameter {i} has shape {:?}, the model's {:?}",
+                        found[i], expected[i]
+                    )
+                })
+                .unwrap_or_else(|| {
+                    format!(
+                        "{} parameters, the model has {}",
+                        found.len(),
+                        expected.len()
+                    )
+                }),
+            None => "its parameters do not fit the model".to_string(),
+        };
+        TrainError::CheckpointMismatch {
+            path: path.to_path_buf(),
+            detail,
+        }
+    };
+    let loaded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.load_record(record)));
+    let loaded = loaded.map_err(|_| mismatch(None))?;
+    let found = param_shapes::<B, M>(&loaded);
+    if found != expected {
+        return Err(mismatch(Some(found)));
+    }
+    Ok(loaded)
 }
 
 /// The host-side output of a training micro-batch of `M`.

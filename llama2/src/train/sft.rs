@@ -9,7 +9,7 @@ use burn::data::dataset::Dataset;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::config::TrainConfig;
-use super::data::{SftDataset, holdout};
+use super::data::{DataError, SftDataset, holdout};
 use super::error::TrainError;
 use super::log::StepMetrics;
 use super::optim::OptimConfig;
@@ -80,12 +80,11 @@ impl SftConfig {
     /// Reads and encodes the examples.
     pub fn dataset(&self, tokenizer: &Tokenizer) -> Result<SftDataset, TrainError> {
         let paths: Vec<PathBuf> = self.data.iter().map(PathBuf::from).collect();
-        Ok(SftDataset::from_files(
-            &paths,
-            tokenizer,
-            self.train.seq_len,
-            self.pack,
-        )?)
+        let data = SftDataset::from_files(&paths, tokenizer, self.train.seq_len, self.pack)?;
+        if data.len() == 0 {
+            return Err(DataError::Empty(PathBuf::from(self.data.join(", "))).into());
+        }
+        Ok(data)
     }
 
     /// Reads and encodes the validation examples, if any.

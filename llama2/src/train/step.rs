@@ -13,7 +13,7 @@ use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use super::data::{CausalLmBatch, TokenWindow};
 use super::error::TrainError;
 use super::loss::masked_nll_sum;
-use super::objective::{CheckpointRecorder, StepOutput, Trainable};
+use super::objective::{CheckpointRecorder, StepOutput, Trainable, load_checked};
 use crate::lora::{LoraAdapter, LoraConfig};
 use crate::model::Llama;
 use burn::tensor::Tensor;
@@ -172,14 +172,20 @@ impl<B: AutodiffBackend> Trainable<B> for Llama<B> {
             let path = dir.join("model");
             let record = rec
                 .load(path.clone(), device)
-                .map_err(|source| TrainError::Record { path, source })?;
-            return Ok(self.load_record(record));
+                .map_err(|source| TrainError::Record {
+                    path: path.clone(),
+                    source,
+                })?;
+            return load_checked(self, record, &path);
         }
         let path = dir.join("adapters");
         let record = rec
             .load(path.clone(), device)
-            .map_err(|source| TrainError::Record { path, source })?;
-        let loaded = adapters(&self).load_record(record);
+            .map_err(|source| TrainError::Record {
+                path: path.clone(),
+                source,
+            })?;
+        let loaded = load_checked(adapters(&self), record, &path)?;
         let mut model = self;
         for (site, adapter) in model.lora_sites().into_iter().zip(loaded) {
             model.set_lora_adapter(site, Some(adapter));
