@@ -17,6 +17,8 @@ use crate::layout::{HfPermute, permute_hf, transpose};
 
 struct LazyTensor<'a> {
     param: &'a PendingParam,
+    source: &'a Path,
+    check_finite: bool,
     dtype: StorageDtype,
     failure: Rc<RefCell<Option<ImportError>>>,
 }
@@ -24,7 +26,7 @@ struct LazyTensor<'a> {
 impl LazyTensor<'_> {
     fn bytes(&self) -> Result<Vec<u8>> {
         let spec = &self.param.spec;
-        let values = (self.param.load)()?;
+        let values = crate::checkpoint::load_checked(self.param, self.source, self.check_finite)?;
         let values = if spec.linear {
             transpose(&values, spec.shape[1], spec.shape[0])
         } else {
@@ -97,6 +99,8 @@ impl Checkpoint {
                 .iter()
                 .map(|param| LazyTensor {
                     param,
+                    source: &self.source,
+                    check_finite: self.check_finite,
                     dtype,
                     failure: failure.clone(),
                 })

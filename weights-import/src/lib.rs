@@ -27,8 +27,11 @@ pub mod error;
 pub mod export;
 pub mod hf;
 pub mod layout;
+pub mod limits;
 pub mod meta;
 pub mod peft;
+mod pickle;
+mod pth;
 pub mod record;
 
 use std::path::Path;

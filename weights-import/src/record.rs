@@ -71,6 +71,7 @@ pub fn open_record(path: &Path) -> Result<Checkpoint> {
     config
         .validate()
         .map_err(|e| record_error(path, e.to_string()))?;
+    crate::limits::check_config(path, &config)?;
     let mut store = BurnpackStore::from_file(path);
     let snapshots: HashMap<String, TensorSnapshot> = store
         .get_all_snapshots()
@@ -136,6 +137,7 @@ pub fn open_record(path: &Path) -> Result<Checkpoint> {
         source: path.to_path_buf(),
         format: SourceFormat::Record,
         params,
+        check_finite: true,
     })
 }
 
@@ -155,6 +157,7 @@ impl Checkpoint {
         progress: impl FnMut(usize, usize, &str) + 'static,
     ) -> Result<()> {
         let path = path.as_ref();
+        self.refuse_overwriting_inputs(path)?;
         let failure = Failure::default();
         let snapshots = self.snapshots(
             dtype.dtype(),
