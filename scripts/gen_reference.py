@@ -850,6 +850,10 @@ def main():
     gen_tiny()
     gen_tiny_chat()
     gen_bad()
+    # The hostile and valid-but-unusual cases (tests/data/bad/hostile-*, tests/data/unusual/)
+    # are derived from micro/ by their own script.
+    import gen_hostile_cases
+    gen_hostile_cases.main()
     total = 0
     for d in (TINY_DIR, MICRO_DIR, BAD_DIR):
         for dp, _, fns in os.walk(d):

@@ -123,7 +123,7 @@ impl PthFile {
                 && entry.compressed_size() == entry.size()
                 && !entry.encrypted();
             let inside = start
-                .checked_add(entry.size())
+                .checked_add(entry.compressed_size())
                 .is_some_and(|end| end <= file_len);
             if !inside {
                 return Err(pytorch(
