@@ -850,10 +850,6 @@ def main():
     gen_tiny()
     gen_tiny_chat()
     gen_bad()
-    # The hostile and valid-but-unusual cases (tests/data/bad/hostile-*, tests/data/unusual/)
-    # are derived from micro/ by their own script.
-    import gen_hostile_cases
-    gen_hostile_cases.main()
     total = 0
     for d in (TINY_DIR, MICRO_DIR, BAD_DIR):
         for dp, _, fns in os.walk(d):
@@ -861,6 +857,10 @@ def main():
                 total += os.path.getsize(os.path.join(dp, fn))
     log(f"total size of tests/data/{{tiny,micro,bad}}: {total / 1024:.1f} KiB")
     assert total < 3 * 1024 * 1024
+    # The hostile and valid-but-unusual cases (tests/data/bad/hostile-*, tests/data/unusual/)
+    # are derived from micro/ by their own script.
+    import gen_hostile_cases
+    gen_hostile_cases.main()
 
 
 if __name__ == "__main__":
