@@ -25,6 +25,8 @@ pub mod checkpoint;
 pub mod dtype;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hf;
 pub mod layout;
 pub mod limits;

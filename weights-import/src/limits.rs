@@ -68,7 +68,7 @@ pub(crate) fn check_meta(path: &Path, p: &MetaParams) -> Result<()> {
         MAX_MULTIPLE_OF,
     )?;
     if let Some(m) = p.ffn_dim_multiplier
-        && !(m <= MAX_FFN_MULTIPLIER)
+        && (m.is_nan() || m > MAX_FFN_MULTIPLIER)
     {
         return Err(ImportError::Limit {
             path: path.to_path_buf(),
@@ -121,7 +121,7 @@ pub(crate) fn check_config(path: &Path, c: &LlamaConfig) -> Result<()> {
         MAX_MULTIPLE_OF.max(c.dim),
     )?;
     if let Some(m) = c.ffn_dim_multiplier
-        && !(m <= MAX_FFN_MULTIPLIER)
+        && (m.is_nan() || m > MAX_FFN_MULTIPLIER)
     {
         return Err(ImportError::Limit {
             path: path.to_path_buf(),

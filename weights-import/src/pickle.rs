@@ -717,12 +717,8 @@ mod tests {
     #[test]
     fn nesting_is_bounded() {
         let mut pickle = vec![0x80, 2];
-        for _ in 0..100_000 {
-            pickle.push(b']');
-        }
-        for _ in 0..99_999 {
-            pickle.push(b'a');
-        }
+        pickle.extend(std::iter::repeat_n(b']', 100_000));
+        pickle.extend(std::iter::repeat_n(b'a', 99_999));
         pickle.push(b'.');
         let error = parse(&pickle, limits()).unwrap_err();
         assert!(

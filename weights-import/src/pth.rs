@@ -324,12 +324,12 @@ impl PthFile {
 }
 
 fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
-    let mut expected = 1;
+    let mut expected = 1usize;
     for (&n, &s) in shape.iter().zip(stride).rev() {
         if n != 1 && s != expected {
             return false;
         }
-        expected *= n;
+        expected = expected.saturating_mul(n);
     }
     true
 }
@@ -435,7 +435,7 @@ fn check_tensor(
         let last = shape.iter().zip(&stride).try_fold(offset, |acc, (&n, &s)| {
             (n - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
         });
-        if !last.is_some_and(|last| last < storage_numel) {
+        if last.is_none_or(|last| last >= storage_numel) {
             return Err(storage(
                 path,
                 name,
@@ -451,6 +451,13 @@ fn check_tensor(
             format!("offset {offset} is past the {storage_numel} elements of `{record_name}`"),
         ));
     }
+    // A dimension of size 1 is never stepped along; its stride (which the bound above does
+    // not limit) is irrelevant, and zeroing it keeps the index arithmetic in range.
+    let stride = shape
+        .iter()
+        .zip(stride)
+        .map(|(&n, s)| if n == 1 { 0 } else { s })
+        .collect();
     Ok(PthTensor {
         dtype: tensor.dtype,
         shape,
