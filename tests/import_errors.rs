@@ -249,3 +249,22 @@ fn temporaries_left_by_a_killed_run_are_removed_by_the_next_write() {
         "{names:?}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_file_name_that_is_not_utf8_is_not_taken_for_a_shard() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(data_dir().join("micro/meta-1")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    // `consolidated.0\xff.pth` would read as `consolidated.0�.pth` if converted lossily.
+    let odd = std::ffi::OsStr::from_bytes(b"consolidated.0\xff.pth");
+    std::fs::write(dir.path().join(odd), b"not a shard").unwrap();
+    let checkpoint = Checkpoint::open(dir.path()).unwrap();
+    assert_eq!(
+        checkpoint.format,
+        llama2_import::SourceFormat::Meta { shards: 1 }
+    );
+}

@@ -209,10 +209,14 @@ impl PthFile {
         };
         drop(archive);
         let top = pickle::parse(&pickle_bytes, limits).map_err(|e| match e {
-            pickle::PickleError::Limit { what, limit, .. } => ImportError::Limit {
+            pickle::PickleError::Limit {
+                what,
+                limit,
+                offset,
+            } => ImportError::Limit {
                 path: path.to_path_buf(),
-                what: format!("pickle {what}"),
-                value: "more".into(),
+                what: format!("`{root}data.pkl`: {what} at byte {offset}"),
+                value: format!("{}", limit + 1),
                 limit: limit.to_string(),
             },
             other => pytorch(path, format!("`{root}data.pkl`: {other}")),

@@ -223,7 +223,9 @@ fn pickle_seeds() -> Vec<Vec<u8>> {
             continue;
         };
         for i in 0..archive.len() {
-            let Ok(mut entry) = archive.by_index(i) else { continue };
+            let Ok(mut entry) = archive.by_index(i) else {
+                continue;
+            };
             if entry.name().ends_with("/data.pkl") {
                 let mut bytes = Vec::new();
                 if entry.read_to_end(&mut bytes).is_ok() {
