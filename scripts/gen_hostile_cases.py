@@ -321,6 +321,17 @@ def gen_bad():
     case("hostile-meta-ambiguous-shards", "meta", "Shards",
          "both consolidated.00.pth and consolidated.000.pth (both shard 0)")
 
+    # A replicated tensor whose copies disagree between model-parallel shards.
+    d = copy_micro("meta-2", "hostile-meta-replicated-differ")
+    shard = os.path.join(d, "consolidated.01.pth")
+    sd = torch.load(shard, weights_only=True)
+    sd["layers.1.ffn_norm.weight"] = sd["layers.1.ffn_norm.weight"].clone()
+    sd["layers.1.ffn_norm.weight"][0] += 1
+    torch.save(sd, shard)
+    case("hostile-meta-replicated-differ", "meta", "Shards",
+         "layers.1.ffn_norm.weight (replicated) differs between consolidated.00 and .01",
+         torch_view(shard))
+
     # Huge configurations.
     for name, field, value in [("hostile-meta-huge-n-layers", "n_layers", 10 ** 12),
                                ("hostile-meta-huge-dim", "dim", 2 ** 40)]:

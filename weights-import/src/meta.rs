@@ -264,7 +264,28 @@ fn shard_loader(spec: &ParamSpec, parts: Vec<Rc<PthFile>>) -> Loader {
     Rc::new(move || {
         let read = |file: &Rc<PthFile>| -> Result<Vec<f32>> { file.read_f32(&spec.name) };
         let values = match spec.split {
-            ShardSplit::Replicated => read(&parts[0])?,
+            ShardSplit::Replicated => {
+                // Every shard's copy is read (and so CRC-checked); they must agree bit for bit.
+                let first = read(&parts[0])?;
+                for part in &parts[1..] {
+                    let other = read(part)?;
+                    if other
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .ne(first.iter().map(|v| v.to_bits()))
+                    {
+                        return Err(ImportError::Shards {
+                            path: part.path().to_path_buf(),
+                            message: format!(
+                                "replicated tensor `{}` differs from {}'s copy",
+                                spec.name,
+                                parts[0].path().display()
+                            ),
+                        });
+                    }
+                }
+                first
+            }
             split => {
                 let pieces = parts.iter().map(read).collect::<Result<Vec<_>>>()?;
                 let shard = spec.shard_shape(parts.len());

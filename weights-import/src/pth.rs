@@ -257,6 +257,11 @@ impl PthFile {
         self.tensors.iter().map(|(n, t)| (n.as_str(), t))
     }
 
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The tensor named `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&PthTensor> {
         self.index.get(name).map(|&i| &self.tensors[i].1)
