@@ -104,7 +104,7 @@ def write_zip(path, root, records, deflate_pickle=False):
 
 
 def fake_pth(path, state, tensor_edits=None, pickle_bytes=None, record_edits=None,
-             root=None, protocol=2, duplicate=None):
+             root=None, protocol=2, duplicate=None, byteorder=b"little"):
     """Writes `state` (name -> contiguous tensor) the way torch.save lays it out, one
     storage per tensor, after applying
 
@@ -147,7 +147,7 @@ def fake_pth(path, state, tensor_edits=None, pickle_bytes=None, record_edits=Non
                 buf.write(body[2:-2])  # strip PROTO, TUPLE2 and STOP: SETITEMS takes the pair
             buf.write(b"u.")
         pickle_bytes = buf.getvalue()
-    out = [("data.pkl", pickle_bytes), ("byteorder", b"little")]
+    out = [("data.pkl", pickle_bytes), ("byteorder", byteorder)]
     for key, raw in records:
         edit = record_edits.get(key, raw)
         if edit is None:
@@ -289,6 +289,8 @@ def gen_bad():
               "data.pkl is an empty dict stored at LONG_BINPUT 2^32-1: read without a "
               "4 G-slot memo, then refused for lacking the weights", check_torch=False,
               pickle_bytes=sparse_memo())
+    meta_case("hostile-meta-big-endian", "Unsupported",
+              "the archive's byteorder record says `big`", byteorder=b"big")
     meta_case("hostile-meta-protocol-1", "Pytorch",
               "data.pkl declares pickle protocol 1, which torch.save never writes",
               check_torch=False, pickle_bytes=b"\x80\x01}.")
