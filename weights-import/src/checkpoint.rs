@@ -100,8 +100,9 @@ impl Checkpoint {
         }
     }
 
-    /// Turns the scan for NaN and infinite weights off or on (it is on by default). With it
-    /// on, reading a tensor holding one fails with [`ImportError::NonFinite`].
+    /// Turns the scan for NaN and infinite weights off or on (on by default for checkpoints
+    /// opened from files, off for [`from_model`](Self::from_model)). With it on, reading a
+    /// tensor holding one fails with [`ImportError::NonFinite`].
     pub fn with_check_finite(mut self, check: bool) -> Self {
         self.check_finite = check;
         self
@@ -294,7 +295,9 @@ impl Checkpoint {
             source: PathBuf::from("<model>"),
             format: SourceFormat::Model,
             params,
-            check_finite: true,
+            // A model in memory is saved as it is (a diverged run's weights included); the
+            // scan guards what is read from files.
+            check_finite: false,
         }
     }
 }
