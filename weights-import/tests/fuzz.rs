@@ -259,6 +259,70 @@ fn fuzz_pth_reader() {
     });
 }
 
+/// The entries of every readable seed `.pth`, for repacking with a mutated `data.pkl`.
+fn archives() -> Vec<Vec<(String, Vec<u8>)>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    for pth in pth_seeds() {
+        let Ok(mut archive) = zip::ZipArchive::new(std::io::Cursor::new(pth)) else {
+            continue;
+        };
+        let mut entries = Vec::new();
+        for i in 0..archive.len() {
+            let Ok(mut entry) = archive.by_index(i) else {
+                break;
+            };
+            let mut bytes = Vec::new();
+            if entry.read_to_end(&mut bytes).is_err() {
+                break;
+            }
+            entries.push((entry.name().to_string(), bytes));
+        }
+        if entries.iter().any(|(n, _)| n.ends_with("/data.pkl")) {
+            out.push(entries);
+        }
+    }
+    out
+}
+
+#[test]
+fn fuzz_pth_reader_with_valid_zips() {
+    // The zip stays well-formed (CRCs right) and only data.pkl is mutated, so the mutations
+    // reach the tensor checks: offsets, sizes, strides, storage keys and dtypes.
+    use std::io::Write;
+    let archives = archives();
+    assert!(archives.len() >= 5, "{} archives", archives.len());
+    let seeds: Vec<Vec<u8>> = archives
+        .iter()
+        .map(|a| {
+            a.iter()
+                .find(|(n, _)| n.ends_with("/data.pkl"))
+                .unwrap()
+                .1
+                .clone()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("consolidated.00.pth");
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    fuzz("pth-repacked", &seeds, |which, pickle| {
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = zip::ZipWriter::new(file);
+        for (name, bytes) in &archives[which] {
+            writer.start_file(name.as_str(), options).unwrap();
+            let data = if name.ends_with("/data.pkl") {
+                pickle
+            } else {
+                bytes.as_slice()
+            };
+            writer.write_all(data).unwrap();
+        }
+        writer.finish().unwrap();
+        llama2_import::fuzzing::pth_file(&path).is_ok()
+    });
+}
+
 #[test]
 fn fuzz_safetensors_and_index_readers() {
     // One target mutates a shard, the index or the config of the sharded micro model, or
