@@ -268,3 +268,27 @@ fn a_file_name_that_is_not_utf8_is_not_taken_for_a_shard() {
         llama2_import::SourceFormat::Meta { shards: 1 }
     );
 }
+
+#[test]
+fn truncated_and_empty_records_give_a_record_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.bpk");
+    Checkpoint::open(data_dir().join("micro/meta-1"))
+        .unwrap()
+        .save_record(&whole, StorageDtype::F32)
+        .unwrap();
+    let bytes = std::fs::read(&whole).unwrap();
+    for (name, len) in [
+        ("empty.bpk", 0),
+        ("header.bpk", 6),
+        ("half.bpk", bytes.len() / 2),
+        ("last-byte-missing.bpk", bytes.len() - 1),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        let (result, _) = convert(&path);
+        let error = result.expect_err(name);
+        assert_eq!(variant(&error), "Record", "{name}: {error}");
+        assert!(error.to_string().contains(name), "{name}: {error}");
+    }
+}

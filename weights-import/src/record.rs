@@ -36,6 +36,46 @@ const MAX_METADATA_SIZE: usize = 100 * 1024 * 1024;
 struct Metadata {
     #[serde(default)]
     metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    tensors: std::collections::BTreeMap<String, Descriptor>,
+}
+
+/// Where a tensor's bytes are, relative to the data section.
+#[derive(Deserialize)]
+struct Descriptor {
+    data_offsets: (u64, u64),
+}
+
+/// burnpack's data section starts at the first multiple of this after the metadata.
+const TENSOR_ALIGNMENT: u64 = 256;
+
+/// Refuses a record whose file ends before the data its metadata describes (a truncated
+/// copy, an interrupted write), naming the first tensor cut off.
+fn check_extent(path: &Path, metadata_size: usize, metadata: &Metadata) -> Result<()> {
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| ImportError::io(path, e))?
+        .len();
+    let data_start =
+        ((HEADER_SIZE + metadata_size) as u64).div_ceil(TENSOR_ALIGNMENT) * TENSOR_ALIGNMENT;
+    for (name, tensor) in &metadata.tensors {
+        let (start, end) = tensor.data_offsets;
+        if start > end {
+            return Err(record_error(
+                path,
+                format!("tensor `{name}` has data offsets {start}..{end}"),
+            ));
+        }
+        let needed = data_start.saturating_add(end);
+        if needed > file_len {
+            return Err(record_error(
+                path,
+                format!(
+                    "the file is {file_len} bytes but tensor `{name}` ends at byte {needed}: truncated"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the key/value metadata of a burnpack file.
@@ -54,7 +94,10 @@ fn read_metadata(path: &Path) -> Result<Metadata> {
     let mut metadata = vec![0u8; size];
     file.read_exact(&mut metadata)
         .map_err(|_| record_error(path, "file ends inside the metadata block"))?;
-    ciborium::de::from_reader(metadata.as_slice()).map_err(|e| record_error(path, e.to_string()))
+    let metadata: Metadata = ciborium::de::from_reader(metadata.as_slice())
+        .map_err(|e| record_error(path, e.to_string()))?;
+    check_extent(path, size, &metadata)?;
+    Ok(metadata)
 }
 
 /// Opens a record written by [`Checkpoint::save_record`].
