@@ -24,7 +24,8 @@ pub fn pth_file(path: &Path) -> Result<usize> {
     Ok(names.len())
 }
 
-/// Opens a checkpoint directory (Meta or Hugging Face) and reads every parameter.
+/// Opens a checkpoint (a Meta or Hugging Face directory, or a record file) and reads every
+/// parameter.
 pub fn checkpoint_dir(dir: &Path) -> Result<usize> {
     let checkpoint = crate::Checkpoint::open(dir)?;
     let names: Vec<String> = checkpoint.params().map(|p| p.name.clone()).collect();

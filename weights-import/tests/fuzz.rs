@@ -1,6 +1,6 @@
 //! A stable-Rust mutation fuzzer for the readers of untrusted files: the pickle parser, the
 //! `.pth` reader, the safetensors file and index readers (through a whole checkpoint
-//! directory) and the SentencePiece protobuf reader.
+//! directory), the record (burnpack) reader and the SentencePiece protobuf reader.
 //!
 //! Each target mutates the seed corpus (`tests/data/micro`, `tests/data/unusual`,
 //! `tests/data/bad/hostile-*`, `tests/data/tokenizer/small.model`) with bit flips,
@@ -357,6 +357,27 @@ fn fuzz_safetensors_and_index_readers() {
         }
         std::fs::write(dir.join(name), bytes).unwrap();
         llama2_import::fuzzing::checkpoint_dir(&dir).is_ok()
+    });
+}
+
+#[test]
+fn fuzz_record_reader() {
+    // llama2-burn records (burnpack): written here from micro/meta-1 in two precisions.
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = llama2_import::Checkpoint::open(data().join("micro/meta-1")).unwrap();
+    let mut seeds = Vec::new();
+    for dtype in [
+        llama2_import::StorageDtype::F32,
+        llama2_import::StorageDtype::BF16,
+    ] {
+        let path = dir.path().join(format!("{dtype}.bpk"));
+        checkpoint.save_record(&path, dtype).unwrap();
+        seeds.push(read(&path));
+    }
+    let path = dir.path().join("case.bpk");
+    fuzz("record", &seeds, |_, bytes| {
+        std::fs::write(&path, bytes).unwrap();
+        llama2_import::fuzzing::checkpoint_dir(&path).is_ok()
     });
 }
 
