@@ -42,16 +42,16 @@ struct Args {
     #[arg(long, default_value = "15m,110m")]
     shapes: String,
     /// Prompt length in tokens.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = common::parse_tokens)]
     prompt_len: usize,
     /// New tokens generated per sequence in the decode measurement.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = common::parse_tokens)]
     new_tokens: usize,
     /// Comma-separated decode batch sizes.
     #[arg(long, default_value = "1,4,16")]
     batch: String,
     /// Timed repetitions of each measurement (the median is reported), after one warm-up.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = common::parse_positive)]
     repeats: usize,
     /// Seed of the random prompts.
     #[arg(long, default_value_t = 0)]
@@ -105,8 +105,8 @@ fn parse_batches(s: &str) -> Result<Vec<usize>> {
                 .trim()
                 .parse()
                 .with_context(|| format!("batch size {b:?}"))?;
-            if b == 0 {
-                bail!("batch sizes must be positive");
+            if !(1..=1 << 16).contains(&b) {
+                bail!("batch size {b} is outside 1..=65536");
             }
             Ok(b)
         })

@@ -47,13 +47,13 @@ struct Args {
     #[arg(long)]
     dialog: Option<PathBuf>,
     /// Maximum number of tokens per answer.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = common::parse_tokens)]
     max_new_tokens: usize,
     /// Softmax temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.6, value_parser = common::parse_temperature)]
     temperature: f32,
     /// Nucleus sampling threshold in [0, 1].
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = common::parse_probability)]
     top_p: f32,
     /// Random seed.
     #[arg(long, default_value_t = 0)]

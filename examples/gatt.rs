@@ -57,7 +57,7 @@ struct Args {
     #[arg(long)]
     constraint_lists: Option<PathBuf>,
     /// Probability of the less verbose training text ("Figure: Napoleon.").
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = common::parse_probability_f64)]
     terse_probability: f64,
     /// Where the instruction goes in the training example.
     #[arg(long, value_enum, default_value_t = Placement::FirstUser)]
@@ -72,16 +72,16 @@ struct Args {
     #[arg(long)]
     per_turn: bool,
     /// Dialogs sampled together.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = common::parse_positive)]
     batch: usize,
     /// Maximum number of tokens per answer.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = common::parse_tokens)]
     max_new_tokens: usize,
     /// Softmax temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = common::parse_temperature)]
     temperature: f32,
     /// Nucleus sampling threshold in [0, 1].
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = common::parse_probability)]
     top_p: f32,
     /// Seed of the instructions and of the sampling.
     #[arg(long, default_value_t = 0)]

@@ -46,16 +46,16 @@ struct Args {
     #[arg(long, value_parser = common::parse_ids)]
     prompt_ids: Vec<Vec<u32>>,
     /// Maximum number of new tokens per sequence.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = common::parse_tokens)]
     max_new_tokens: usize,
     /// Softmax temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.6, value_parser = common::parse_temperature)]
     temperature: f32,
     /// Nucleus sampling threshold in [0, 1].
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = common::parse_probability)]
     top_p: f32,
     /// Keep only the k most probable tokens.
-    #[arg(long)]
+    #[arg(long, value_parser = common::parse_top_k)]
     top_k: Option<usize>,
     /// Random seed.
     #[arg(long, default_value_t = 0)]

@@ -39,6 +39,10 @@ struct Args {
     /// Precision of the written weights: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: StorageDtype,
+    /// Scan every tensor for NaN and infinities and refuse the import at the first one
+    /// (`--check-finite false` skips the scan).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    check_finite: bool,
 }
 
 fn bar(total: usize, what: &str) -> ProgressBar {
@@ -58,7 +62,7 @@ fn run(args: Args) -> Result<(), llama2_burn::import::ImportError> {
         .or(args.hf)
         .or(args.record)
         .expect("clap requires a source");
-    let checkpoint = Checkpoint::open(&source)?;
+    let checkpoint = Checkpoint::open(&source)?.with_check_finite(args.check_finite);
     let config = &checkpoint.config;
     eprintln!(
         "{}: {:?}, {} layers, dim {}, {} heads ({} kv), vocab {}, {:.1}M parameters",

@@ -213,14 +213,15 @@ fn train(cmd: TrainCmd) -> Result<()> {
                 .with_eval_every(50)
                 .with_schedule(
                     WarmupCosineConfig::new()
-                        .with_peak_lr(2e-3)
-                        .with_warmup_steps(5)
+                        .with_peak_lr(3e-3)
+                        .with_warmup_steps(20)
                         .with_total_steps(0),
                 ),
             data,
         )
         .with_pairs_per_step(32)
-        .with_epochs(Some(6.0))
+        .with_epochs(Some(15.0))
+        .with_warmup_ratio(None)
     };
     config.valid = if !cmd.valid.is_empty() {
         strings(&cmd.valid)

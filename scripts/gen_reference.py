@@ -857,6 +857,10 @@ def main():
                 total += os.path.getsize(os.path.join(dp, fn))
     log(f"total size of tests/data/{{tiny,micro,bad}}: {total / 1024:.1f} KiB")
     assert total < 3 * 1024 * 1024
+    # The hostile and valid-but-unusual cases (tests/data/bad/hostile-*, tests/data/unusual/)
+    # are derived from micro/ by their own script.
+    import gen_hostile_cases
+    gen_hostile_cases.main()
 
 
 if __name__ == "__main__":

@@ -115,6 +115,62 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
     Ok(ids)
 }
 
+/// Largest `--max-new-tokens` / `--new-tokens` / `--prompt-len` accepted: far beyond any
+/// context, small enough that no position or buffer size computed from it overflows.
+pub const MAX_TOKENS: usize = 1 << 20;
+
+fn count(s: &str, what: &str, min: usize, max: usize) -> Result<usize, String> {
+    let value: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a {what} (expected an integer in {min}..={max})"))?;
+    if !(min..=max).contains(&value) {
+        return Err(format!("{what} {value} is outside {min}..={max}"));
+    }
+    Ok(value)
+}
+
+/// A number of tokens: `1..=MAX_TOKENS`.
+pub fn parse_tokens(s: &str) -> Result<usize, String> {
+    count(s, "token count", 1, MAX_TOKENS)
+}
+
+/// A batch size or repetition count: `1..=65536`.
+pub fn parse_positive(s: &str) -> Result<usize, String> {
+    count(s, "count", 1, 1 << 16)
+}
+
+/// `--top-k`: `1..=2^22` (no vocabulary is larger).
+pub fn parse_top_k(s: &str) -> Result<usize, String> {
+    count(s, "top-k", 1, 1 << 22)
+}
+
+fn float_in(s: &str, what: &str, min: f64, max: f64) -> Result<f64, String> {
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number ({what} must be in [{min}, {max}])"))?;
+    if !(value.is_finite() && (min..=max).contains(&value)) {
+        return Err(format!("{what} {value} is outside [{min}, {max}]"));
+    }
+    Ok(value)
+}
+
+/// `--temperature`: finite, in `[0, 100]` (0 is greedy).
+pub fn parse_temperature(s: &str) -> Result<f32, String> {
+    float_in(s, "temperature", 0.0, 100.0).map(|v| v as f32)
+}
+
+/// A probability such as `--top-p`: in `[0, 1]`.
+pub fn parse_probability(s: &str) -> Result<f32, String> {
+    float_in(s, "probability", 0.0, 1.0).map(|v| v as f32)
+}
+
+/// A probability as f64.
+pub fn parse_probability_f64(s: &str) -> Result<f64, String> {
+    float_in(s, "probability", 0.0, 1.0)
+}
+
 /// Runs `main`, printing an error chain (no backtrace) and exiting with 1 on failure.
 pub fn run(main: impl FnOnce() -> Result<()>) {
     if let Err(e) = main() {

@@ -1,5 +1,10 @@
 //! Outputs appear whole or not at all: everything is written to a temporary sibling and
 //! renamed into place once complete.
+//!
+//! A temporary's name holds the writer's process id (`.llama2-burn-<pid>-<random>.tmp`).
+//! A run killed before it could clean up (SIGKILL, power loss) leaves one behind; the next
+//! write into that directory removes the temporaries of processes that no longer run (and,
+//! where process ids cannot be checked, those older than a day).
 
 use std::path::{Path, PathBuf};
 
@@ -7,9 +12,9 @@ use crate::error::{ImportError, Result};
 
 /// A temporary-file builder next to the output. Outputs get ordinary permissions (`0644`
 /// files, `0755` directories) rather than the owner-only ones of temporary files.
-fn builder(mode: u32) -> tempfile::Builder<'static, 'static> {
+fn builder(mode: u32, prefix: &str) -> tempfile::Builder<'_, 'static> {
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".llama2-burn-").suffix(".tmp");
+    builder.prefix(prefix).suffix(TMP_SUFFIX);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -18,6 +23,79 @@ fn builder(mode: u32) -> tempfile::Builder<'static, 'static> {
     #[cfg(not(unix))]
     let _ = mode;
     builder
+}
+
+const TMP_PREFIX: &str = ".llama2-burn-";
+const TMP_SUFFIX: &str = ".tmp";
+/// Age after which a temporary whose writer cannot be identified counts as stale.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn own_prefix() -> String {
+    format!("{TMP_PREFIX}{}-", std::process::id())
+}
+
+/// Whether a process with this id still runs; `None` where that cannot be told.
+fn process_alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    if cfg!(target_os = "linux") && proc.join("self").exists() {
+        Some(proc.join(pid.to_string()).exists())
+    } else {
+        None
+    }
+}
+
+/// Whether a directory entry is a temporary left by a writer that is gone.
+fn is_stale(name: &str, entry: &std::fs::DirEntry) -> bool {
+    let Some(middle) = name
+        .strip_prefix(TMP_PREFIX)
+        .and_then(|rest| rest.strip_suffix(TMP_SUFFIX))
+    else {
+        return false;
+    };
+    let pid = middle
+        .split_once('-')
+        .and_then(|(pid, _)| pid.parse::<u32>().ok());
+    if let Some(pid) = pid
+        && pid == std::process::id()
+    {
+        return false;
+    }
+    if let Some(alive) = pid.and_then(process_alive) {
+        return !alive;
+    }
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE_AFTER)
+}
+
+/// Removes stale temporaries of `dir` (best effort: a failure leaves them).
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !is_stale(&name, &entry) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
+            Ok(_) => std::fs::remove_file(&path).is_ok(),
+            Err(_) => false,
+        };
+        if gone {
+            tracing::info!("removed {}, left by an interrupted run", path.display());
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn parent_of(path: &Path) -> PathBuf {
@@ -31,7 +109,9 @@ fn parent_of(path: &Path) -> PathBuf {
 /// the temporary file is removed and `path` is untouched.
 pub(crate) fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = parent_of(path);
-    let tmp = builder(0o644)
+    remove_stale_temporaries(&parent);
+    let prefix = own_prefix();
+    let tmp = builder(0o644, &prefix)
         .tempfile_in(&parent)
         .map_err(|e| ImportError::io(&parent, e))?;
     write(tmp.path())?;
@@ -60,7 +140,9 @@ pub(crate) fn write_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
         std::fs::remove_dir(dir).map_err(|e| ImportError::io(dir, e))?;
     }
     let parent = parent_of(dir);
-    let tmp = builder(0o755)
+    remove_stale_temporaries(&parent);
+    let prefix = own_prefix();
+    let tmp = builder(0o755, &prefix)
         .tempdir_in(&parent)
         .map_err(|e| ImportError::io(&parent, e))?;
     write(tmp.path())?;
@@ -69,4 +151,30 @@ pub(crate) fn write_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> 
         let _ = std::fs::remove_dir_all(&tmp);
         ImportError::io(dir, e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_of_dead_processes_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has id 4194304 + 1 (above Linux's pid_max).
+        let dead = dir.path().join(".llama2-burn-4194305-abc.tmp");
+        let dead_dir = dir.path().join(".llama2-burn-4194305-def.tmp");
+        let mine = dir.path().join(format!("{}x.tmp", own_prefix()));
+        let other = dir.path().join("model.bpk");
+        std::fs::write(&dead, b"partial").unwrap();
+        std::fs::create_dir(&dead_dir).unwrap();
+        std::fs::write(dead_dir.join("model.safetensors"), b"partial").unwrap();
+        std::fs::write(&mine, b"in progress").unwrap();
+        std::fs::write(&other, b"an output").unwrap();
+        if process_alive(1).is_none() {
+            return; // no /proc: only age decides, which this test cannot fake cheaply
+        }
+        assert_eq!(remove_stale_temporaries(dir.path()), 2);
+        assert!(!dead.exists() && !dead_dir.exists());
+        assert!(mine.exists() && other.exists());
+    }
 }

@@ -55,6 +55,8 @@ pub struct Checkpoint {
     /// The layout it was read from.
     pub format: SourceFormat,
     pub(crate) params: Vec<PendingParam>,
+    /// Whether every tensor read is scanned for NaN and infinities (on by default).
+    pub(crate) check_finite: bool,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -98,6 +100,43 @@ impl Checkpoint {
         }
     }
 
+    /// Turns the scan for NaN and infinite weights off or on (on by default for checkpoints
+    /// opened from files, off for [`from_model`](Self::from_model)). With it on, reading a
+    /// tensor holding one fails with [`ImportError::NonFinite`].
+    pub fn with_check_finite(mut self, check: bool) -> Self {
+        self.check_finite = check;
+        self
+    }
+
+    /// Reads a parameter, scanning it for non-finite values when asked to.
+    pub(crate) fn load(&self, param: &PendingParam) -> Result<Vec<f32>> {
+        load_checked(param, &self.source, self.check_finite)
+    }
+
+    /// Refuses an output path that is the source file or one of the files of the source
+    /// directory: writing it would replace an input.
+    pub(crate) fn refuse_overwriting_inputs(&self, out: &Path) -> Result<()> {
+        let Ok(out_meta) = std::fs::metadata(out) else {
+            return Ok(()); // a new file cannot be an input
+        };
+        let mut inputs = vec![self.source.clone()];
+        if self.source.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&self.source)
+        {
+            inputs.extend(entries.flatten().map(|e| e.path()));
+        }
+        for input in inputs {
+            if let Ok(meta) = std::fs::metadata(&input)
+                && same_file(&out_meta, &meta, out, &input)
+            {
+                return Err(ImportError::OutputIsInput {
+                    path: out.to_path_buf(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The parameters, in module order.
     pub fn params(&self) -> impl ExactSizeIterator<Item = &ParamSpec> {
         self.params.iter().map(|p| &p.spec)
@@ -113,7 +152,7 @@ impl Checkpoint {
                 path: self.source.clone(),
                 tensor: name.to_string(),
             })?;
-        (param.load)()
+        self.load(param)
     }
 
     /// Builds the model on `device` with these weights.
@@ -186,6 +225,8 @@ impl Checkpoint {
             .enumerate()
             .map(|(index, param)| {
                 let load = param.load.clone();
+                let source = self.source.clone();
+                let check_finite = self.check_finite;
                 let failure = failure.clone();
                 let progress = progress.clone();
                 let encode = encode.clone();
@@ -193,11 +234,13 @@ impl Checkpoint {
                 let name = param.spec.name.clone();
                 let data_shape = shape.clone();
                 let data_fn = Rc::new(move || -> Result<TensorData, TensorSnapshotError> {
-                    let values = load().map_err(|e| {
-                        let message = e.to_string();
-                        failure.borrow_mut().get_or_insert(e);
-                        TensorSnapshotError::DataError(message)
-                    })?;
+                    let values = load()
+                        .and_then(|values| finite(values, &source, &name, check_finite))
+                        .map_err(|e| {
+                            let message = e.to_string();
+                            failure.borrow_mut().get_or_insert(e);
+                            TensorSnapshotError::DataError(message)
+                        })?;
                     (progress.borrow_mut())(index + 1, total, &name);
                     Ok(encode(values, data_shape.clone()))
                 });
@@ -252,6 +295,43 @@ impl Checkpoint {
             source: PathBuf::from("<model>"),
             format: SourceFormat::Model,
             params,
+            // A model in memory is saved as it is (a diverged run's weights included); the
+            // scan guards what is read from files.
+            check_finite: false,
+        }
+    }
+}
+
+/// Reads a parameter, scanning it for non-finite values when `check` is set.
+pub(crate) fn load_checked(param: &PendingParam, source: &Path, check: bool) -> Result<Vec<f32>> {
+    finite((param.load)()?, source, &param.spec.name, check)
+}
+
+fn finite(values: Vec<f32>, source: &Path, name: &str, check: bool) -> Result<Vec<f32>> {
+    if check && let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ImportError::NonFinite {
+            path: source.to_path_buf(),
+            tensor: name.to_string(),
+            index,
+            value: values[index],
+        });
+    }
+    Ok(values)
+}
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata, a_path: &Path, b_path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = (a_path, b_path);
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        match (a_path.canonicalize(), b_path.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
         }
     }
 }

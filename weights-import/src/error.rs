@@ -61,6 +61,56 @@ pub enum ImportError {
         tensor: String,
         dtype: String,
     },
+    /// A tensor's storage record is absent from the archive's own `data/` folder.
+    #[error("{path}: tensor `{tensor}` has no storage record `{record}` in the archive")]
+    MissingRecord {
+        path: PathBuf,
+        tensor: String,
+        record: String,
+    },
+    /// A tensor's offset, sizes or strides do not fit its storage, or the storage's declared
+    /// size is not the record's.
+    #[error("{path}: tensor `{tensor}`: {message}")]
+    Storage {
+        path: PathBuf,
+        tensor: String,
+        message: String,
+    },
+    /// An archive record's bytes do not match its CRC-32.
+    #[error("{path}: record `{record}` is corrupt (CRC-32 mismatch)")]
+    Checksum { path: PathBuf, record: String },
+    /// A tensor appears twice: two keys of one pickle or two files of one checkpoint.
+    #[error("{path}: tensor `{tensor}` appears more than once (also in {other})")]
+    DuplicateTensor {
+        path: PathBuf,
+        tensor: String,
+        other: PathBuf,
+    },
+    /// A safetensors index and the shards it names disagree about where a tensor is.
+    #[error("{path}: {message}")]
+    Index { path: PathBuf, message: String },
+    /// A safetensors index names a file outside the model directory.
+    #[error("{path}: the index names `{entry}`, which is not a file inside the model directory")]
+    PathEscape { path: PathBuf, entry: String },
+    /// A size in a configuration or a file is beyond what this crate accepts.
+    #[error("{path}: {what} = {value} exceeds the limit of {limit}")]
+    Limit {
+        path: PathBuf,
+        what: String,
+        value: String,
+        limit: String,
+    },
+    /// A weight is NaN or infinite.
+    #[error("{path}: tensor `{tensor}` holds a non-finite value ({value}) at element {index}")]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        index: usize,
+        value: f32,
+    },
+    /// The output would overwrite one of the inputs.
+    #[error("{path}: the output is one of the input files; choose another output path")]
+    OutputIsInput { path: PathBuf },
     /// LoRA adapters could not be attached.
     #[error(transparent)]
     Lora(#[from] llama2::lora::LoraError),

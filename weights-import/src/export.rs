@@ -17,6 +17,8 @@ use crate::layout::{HfPermute, permute_hf, transpose};
 
 struct LazyTensor<'a> {
     param: &'a PendingParam,
+    source: &'a Path,
+    check_finite: bool,
     dtype: StorageDtype,
     failure: Rc<RefCell<Option<ImportError>>>,
 }
@@ -24,7 +26,7 @@ struct LazyTensor<'a> {
 impl LazyTensor<'_> {
     fn bytes(&self) -> Result<Vec<u8>> {
         let spec = &self.param.spec;
-        let values = (self.param.load)()?;
+        let values = crate::checkpoint::load_checked(self.param, self.source, self.check_finite)?;
         let values = if spec.linear {
             transpose(&values, spec.shape[1], spec.shape[0])
         } else {
@@ -80,7 +82,14 @@ impl Checkpoint {
     /// once complete.
     pub fn save_hf(&self, dir: impl AsRef<Path>, dtype: StorageDtype) -> Result<()> {
         let config = HfConfig::json_for(&self.config, torch_dtype(dtype));
-        write_hf_dir(dir.as_ref(), &config, &self.params, dtype)
+        write_hf_dir(
+            dir.as_ref(),
+            &config,
+            &self.params,
+            &self.source,
+            self.check_finite,
+            dtype,
+        )
     }
 }
 
@@ -100,6 +109,8 @@ pub(crate) fn write_hf_dir(
     dir: &Path,
     config: &serde_json::Value,
     params: &[PendingParam],
+    source: &Path,
+    check_finite: bool,
     dtype: StorageDtype,
 ) -> Result<()> {
     crate::atomic::write_dir(dir, |tmp| {
@@ -112,6 +123,8 @@ pub(crate) fn write_hf_dir(
             .iter()
             .map(|param| LazyTensor {
                 param,
+                source,
+                check_finite,
                 dtype,
                 failure: failure.clone(),
             })

@@ -215,8 +215,97 @@ pub(crate) fn map_file(path: &Path) -> Result<Vec<(String, StoredTensor)>> {
     Ok(tensors)
 }
 
-/// Safetensors files of a directory: the index's shards, or `model.safetensors`.
-pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// Every tensor of a directory's safetensors files by name, each in exactly
+/// one file and, with an index, in the file its `weight_map` names (which
+/// must stay inside `dir` and list no tensor that is absent).
+pub(crate) fn stored_tensors(dir: &Path) -> Result<HashMap<String, StoredTensor>> {
+    let sources = safetensors_sources(dir)?;
+    let mut stored: HashMap<String, StoredTensor> = HashMap::new();
+    for file in &sources.files {
+        let mut tensors = map_file(file)?;
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, tensor) in tensors {
+            if let Some(first) = stored.get(&name) {
+                return Err(ImportError::DuplicateTensor {
+                    path: file.clone(),
+                    tensor: name,
+                    other: first.file.clone(),
+                });
+            }
+            stored.insert(name, tensor);
+        }
+    }
+    if let Some((index_path, weight_map)) = &sources.index {
+        let mut names: Vec<&String> = stored.keys().collect();
+        names.sort();
+        for name in names {
+            let file = &stored[name].file;
+            match weight_map.get(name) {
+                Some(listed) if listed == file => {}
+                Some(listed) => {
+                    return Err(ImportError::Index {
+                        path: file.clone(),
+                        message: format!(
+                            "holds `{name}`, which {} assigns to {}",
+                            index_path.display(),
+                            listed.display()
+                        ),
+                    });
+                }
+                None => {
+                    return Err(ImportError::Index {
+                        path: file.clone(),
+                        message: format!(
+                            "holds `{name}`, which {} does not list",
+                            index_path.display()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    if let Some((_, weight_map)) = &sources.index
+        && let Some((name, file)) = weight_map
+            .iter()
+            .find(|(name, _)| !stored.contains_key(*name))
+    {
+        return Err(ImportError::MissingTensor {
+            path: file.clone(),
+            tensor: name.clone(),
+        });
+    }
+
+    Ok(stored)
+}
+
+/// Where the tensors of a directory are: `model.safetensors`, or the shards of
+/// `model.safetensors.index.json` with its `weight_map` (tensor name → file).
+struct Sources {
+    files: Vec<PathBuf>,
+    index: Option<(PathBuf, BTreeMap<String, PathBuf>)>,
+}
+
+/// An index entry must be a relative path inside the model directory: no root, no `..`.
+fn index_entry(dir: &Path, index_path: &Path, entry: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let relative = Path::new(entry);
+    let plain = !entry.is_empty()
+        && relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && relative
+            .components()
+            .any(|c| matches!(c, Component::Normal(_)));
+    if !plain {
+        return Err(ImportError::PathEscape {
+            path: index_path.to_path_buf(),
+            entry: entry.to_string(),
+        });
+    }
+    Ok(dir.join(relative))
+}
+
+fn safetensors_sources(dir: &Path) -> Result<Sources> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.exists() {
         let text =
@@ -226,14 +315,24 @@ pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 path: index_path.clone(),
                 message: e.to_string(),
             })?;
-        let mut files: Vec<String> = index.weight_map.into_values().collect();
+        let mut weight_map = BTreeMap::new();
+        for (tensor, file) in index.weight_map {
+            weight_map.insert(tensor, index_entry(dir, &index_path, &file)?);
+        }
+        let mut files: Vec<PathBuf> = weight_map.values().cloned().collect();
         files.sort();
         files.dedup();
-        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+        return Ok(Sources {
+            files,
+            index: Some((index_path, weight_map)),
+        });
     }
     let single = dir.join("model.safetensors");
     if single.exists() {
-        return Ok(vec![single]);
+        return Ok(Sources {
+            files: vec![single],
+            index: None,
+        });
     }
     Err(ImportError::MissingFile {
         path: single,
@@ -245,15 +344,14 @@ pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn open_hf(dir: &Path) -> Result<Checkpoint> {
     let config_path = dir.join("config.json");
     let hf = HfConfig::read(&config_path)?;
+    crate::limits::check_hf(&config_path, &hf)?;
     let config = hf.to_config().map_err(|message| ImportError::Unsupported {
         path: config_path.clone(),
         message,
     })?;
+    crate::limits::check_config(&config_path, &config)?;
 
-    let mut stored: HashMap<String, StoredTensor> = HashMap::new();
-    for file in safetensors_files(dir)? {
-        stored.extend(map_file(&file)?);
-    }
+    let stored = stored_tensors(dir)?;
 
     let specs = param_specs(&config);
     let by_hf: HashMap<&str, &ParamSpec> = specs.iter().map(|s| (s.hf_name.as_str(), s)).collect();
@@ -308,6 +406,7 @@ pub fn open_hf(dir: &Path) -> Result<Checkpoint> {
         source: dir.to_path_buf(),
         format: SourceFormat::HuggingFace,
         params,
+        check_finite: true,
     })
 }
 

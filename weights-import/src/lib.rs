@@ -27,10 +27,15 @@ pub mod checkpoint;
 pub mod dtype;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hf;
 pub mod layout;
+pub mod limits;
 pub mod meta;
 pub mod peft;
+mod pickle;
+mod pth;
 pub mod record;
 pub mod seq_cls;
 pub mod tokenizer_file;

@@ -1,22 +1,22 @@
 //! Meta's release layout: `params.json` and `consolidated.NN.pth` model-parallel shards
-//! (bf16, PyTorch zip/pickle), read with burn-store's PyTorch reader.
+//! (bf16, PyTorch zip/pickle), read with this crate's verifying reader ([`crate::pth`]).
 //!
 //! The pickle is parsed, never executed: anything other than tensors rebuilt through
-//! torch's `_rebuild_tensor_v2` and plain containers is rejected.
+//! torch's `_rebuild_tensor_v2` and plain containers is rejected. Shapes are checked against
+//! `params.json` before any tensor is read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use burn_store::TensorSnapshot;
-use burn_store::pytorch::PytorchReader;
 use llama2::LlamaConfig;
 use serde::Deserialize;
 
 use crate::checkpoint::{Checkpoint, Loader, PendingParam, SourceFormat};
-use crate::dtype::{data_to_f32, is_float};
+use crate::dtype::is_float;
 use crate::error::{ImportError, Result};
 use crate::layout::{ParamSpec, ShardSplit, concat_2d, param_specs, transpose};
+use crate::pth::PthFile;
 
 /// Meta's `params.json` (`ModelArgs`). Absent optional fields take Meta's defaults.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -90,13 +90,25 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut numbered = BTreeMap::new();
     for entry in entries {
         let entry = entry.map_err(|e| ImportError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        // A name that is not UTF-8 cannot be `consolidated.NN.pth`.
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         if let Some(index) = name
             .strip_prefix("consolidated.")
             .and_then(|rest| rest.strip_suffix(".pth"))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|n| n.parse::<usize>().ok())
+            && let Some(other) = numbered.insert(index, entry.path())
         {
-            numbered.insert(index, entry.path());
+            return Err(ImportError::Shards {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "{} and {} are both shard {index}; remove one",
+                    other.display(),
+                    entry.path().display()
+                ),
+            });
         }
     }
     if numbered.is_empty() {
@@ -126,16 +138,23 @@ pub fn open_meta(dir: &Path) -> Result<Checkpoint> {
         });
     }
     let files = shard_files(dir)?;
+    crate::limits::check_meta(&params_path, &params)?;
+    if files.len() > crate::limits::MAX_SHARDS {
+        return Err(ImportError::Limit {
+            path: dir.to_path_buf(),
+            what: "model-parallel shards".into(),
+            value: files.len().to_string(),
+            limit: crate::limits::MAX_SHARDS.to_string(),
+        });
+    }
     let mut shards = Vec::with_capacity(files.len());
     for file in &files {
-        let reader = PytorchReader::new(file).map_err(|e| ImportError::Pytorch {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
-        shards.push(reader.into_tensors());
+        shards.push(Rc::new(PthFile::open(file)?));
     }
 
-    let embedding_rows = shards[0].get("tok_embeddings.weight").map(|t| t.shape[0]);
+    let embedding_rows = shards[0]
+        .get("tok_embeddings.weight")
+        .and_then(|t| t.shape.first().copied());
     let config = params
         .to_config(embedding_rows)
         .ok_or_else(|| ImportError::MissingTensor {
@@ -146,18 +165,19 @@ pub fn open_meta(dir: &Path) -> Result<Checkpoint> {
         path: params_path.clone(),
         message: e.to_string(),
     })?;
+    crate::limits::check_config(&params_path, &config)?;
     check_shard_count(dir, &config, files.len())?;
 
     let specs = param_specs(&config);
     let known: HashMap<&str, ()> = specs.iter().map(|s| (s.name.as_str(), ())).collect();
     for (file, tensors) in files.iter().zip(&shards) {
-        let mut names: Vec<&String> = tensors.keys().collect();
+        let mut names: Vec<&str> = tensors.tensors().map(|(name, _)| name).collect();
         names.sort();
         for name in names {
-            if name != "rope.freqs" && !known.contains_key(name.as_str()) {
+            if name != "rope.freqs" && !known.contains_key(name) {
                 return Err(ImportError::UnknownTensor {
                     path: file.clone(),
-                    tensor: name.clone(),
+                    tensor: name.to_string(),
                 });
             }
         }
@@ -167,14 +187,14 @@ pub fn open_meta(dir: &Path) -> Result<Checkpoint> {
     for spec in specs {
         let mut parts = Vec::with_capacity(files.len());
         for (file, tensors) in files.iter().zip(&shards) {
-            let snapshot = tensors
+            let tensor = tensors
                 .get(&spec.name)
                 .ok_or_else(|| ImportError::MissingTensor {
                     path: file.clone(),
                     tensor: spec.name.clone(),
                 })?;
-            check_snapshot(file, &spec, snapshot, files.len())?;
-            parts.push((file.clone(), snapshot.clone()));
+            check_tensor(file, &spec, tensor, files.len())?;
+            parts.push(tensors.clone());
         }
         let load = shard_loader(&spec, parts);
         params.push(PendingParam { spec, load });
@@ -186,6 +206,7 @@ pub fn open_meta(dir: &Path) -> Result<Checkpoint> {
             shards: files.len(),
         },
         params,
+        check_finite: true,
     })
 }
 
@@ -211,26 +232,26 @@ fn check_shard_count(dir: &Path, config: &LlamaConfig, shards: usize) -> Result<
     Ok(())
 }
 
-fn check_snapshot(
+fn check_tensor(
     file: &Path,
     spec: &ParamSpec,
-    snapshot: &TensorSnapshot,
+    tensor: &crate::pth::PthTensor,
     shards: usize,
 ) -> Result<()> {
-    if !is_float(snapshot.dtype) {
+    if !is_float(tensor.dtype) {
         return Err(ImportError::UnsupportedDtype {
             path: file.to_path_buf(),
             tensor: spec.name.clone(),
-            dtype: format!("{:?}", snapshot.dtype),
+            dtype: format!("{:?}", tensor.dtype),
         });
     }
     let expected = spec.shard_shape(shards);
-    if snapshot.shape.as_slice() != expected.as_slice() {
+    if tensor.shape.as_slice() != expected.as_slice() {
         return Err(ImportError::ShapeMismatch {
             path: file.to_path_buf(),
             tensor: spec.name.clone(),
             expected,
-            found: snapshot.shape.to_vec(),
+            found: tensor.shape.clone(),
         });
     }
     Ok(())
@@ -238,23 +259,33 @@ fn check_snapshot(
 
 /// Reads a tensor from every shard, merges the shards the way fairscale split them, and
 /// transposes linear weights to Burn's layout.
-fn shard_loader(spec: &ParamSpec, parts: Vec<(PathBuf, TensorSnapshot)>) -> Loader {
+fn shard_loader(spec: &ParamSpec, parts: Vec<Rc<PthFile>>) -> Loader {
     let spec = spec.clone();
     Rc::new(move || {
-        let read = |(file, snapshot): &(PathBuf, TensorSnapshot)| -> Result<Vec<f32>> {
-            let data = snapshot.to_data().map_err(|e| ImportError::TensorData {
-                path: file.clone(),
-                tensor: spec.name.clone(),
-                message: format!("{e:?}"),
-            })?;
-            data_to_f32(&data).ok_or_else(|| ImportError::UnsupportedDtype {
-                path: file.clone(),
-                tensor: spec.name.clone(),
-                dtype: format!("{:?}", data.dtype),
-            })
-        };
+        let read = |file: &Rc<PthFile>| -> Result<Vec<f32>> { file.read_f32(&spec.name) };
         let values = match spec.split {
-            ShardSplit::Replicated => read(&parts[0])?,
+            ShardSplit::Replicated => {
+                // Every shard's copy is read (and so CRC-checked); they must agree bit for bit.
+                let first = read(&parts[0])?;
+                for part in &parts[1..] {
+                    let other = read(part)?;
+                    if other
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .ne(first.iter().map(|v| v.to_bits()))
+                    {
+                        return Err(ImportError::Shards {
+                            path: part.path().to_path_buf(),
+                            message: format!(
+                                "replicated tensor `{}` differs from {}'s copy",
+                                spec.name,
+                                parts[0].path().display()
+                            ),
+                        });
+                    }
+                }
+                first
+            }
             split => {
                 let pieces = parts.iter().map(read).collect::<Result<Vec<_>>>()?;
                 let shard = spec.shard_shape(parts.len());

@@ -37,6 +37,46 @@ const MAX_METADATA_SIZE: usize = 100 * 1024 * 1024;
 pub(crate) struct Metadata {
     #[serde(default)]
     pub(crate) metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    tensors: std::collections::BTreeMap<String, Descriptor>,
+}
+
+/// Where a tensor's bytes are, relative to the data section.
+#[derive(Deserialize)]
+struct Descriptor {
+    data_offsets: (u64, u64),
+}
+
+/// burnpack's data section starts at the first multiple of this after the metadata.
+const TENSOR_ALIGNMENT: u64 = 256;
+
+/// Refuses a record whose file ends before the data its metadata describes (a truncated
+/// copy, an interrupted write), naming the first tensor cut off.
+fn check_extent(path: &Path, metadata_size: usize, metadata: &Metadata) -> Result<()> {
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| ImportError::io(path, e))?
+        .len();
+    let data_start =
+        ((HEADER_SIZE + metadata_size) as u64).div_ceil(TENSOR_ALIGNMENT) * TENSOR_ALIGNMENT;
+    for (name, tensor) in &metadata.tensors {
+        let (start, end) = tensor.data_offsets;
+        if start > end {
+            return Err(record_error(
+                path,
+                format!("tensor `{name}` has data offsets {start}..{end}"),
+            ));
+        }
+        let needed = data_start.saturating_add(end);
+        if needed > file_len {
+            return Err(record_error(
+                path,
+                format!(
+                    "the file is {file_len} bytes but tensor `{name}` ends at byte {needed}: truncated"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the key/value metadata of a burnpack file.
@@ -55,7 +95,10 @@ pub(crate) fn read_metadata(path: &Path) -> Result<Metadata> {
     let mut metadata = vec![0u8; size];
     file.read_exact(&mut metadata)
         .map_err(|_| record_error(path, "file ends inside the metadata block"))?;
-    ciborium::de::from_reader(metadata.as_slice()).map_err(|e| record_error(path, e.to_string()))
+    let metadata: Metadata = ciborium::de::from_reader(metadata.as_slice())
+        .map_err(|e| record_error(path, e.to_string()))?;
+    check_extent(path, size, &metadata)?;
+    Ok(metadata)
 }
 
 /// The tokenizer file a record carries, if any.
@@ -92,6 +135,7 @@ pub fn open_record(path: &Path) -> Result<Checkpoint> {
     config
         .validate()
         .map_err(|e| record_error(path, e.to_string()))?;
+    crate::limits::check_config(path, &config)?;
     let mut store = BurnpackStore::from_file(path);
     let snapshots: HashMap<String, TensorSnapshot> = store
         .get_all_snapshots()
@@ -157,6 +201,7 @@ pub fn open_record(path: &Path) -> Result<Checkpoint> {
         source: path.to_path_buf(),
         format: SourceFormat::Record,
         params,
+        check_finite: true,
     })
 }
 
@@ -208,6 +253,7 @@ impl Checkpoint {
         progress: impl FnMut(usize, usize, &str) + 'static,
     ) -> Result<()> {
         let path = path.as_ref();
+        self.refuse_overwriting_inputs(path)?;
         let failure = Failure::default();
         let snapshots = self.snapshots(
             dtype.dtype(),

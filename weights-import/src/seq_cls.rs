@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{Checkpoint, Failure, Loader, PendingParam, SourceFormat};
 use crate::dtype::{StorageDtype, data_to_f32, is_float};
 use crate::error::{ImportError, Result};
-use crate::hf::{HfConfig, hf_loader, map_file, safetensors_files};
+use crate::hf::{HfConfig, hf_loader, stored_tensors};
 use crate::layout::{HfPermute, ParamSpec, ShardSplit, param_specs};
 use crate::record::{CONFIG_KEY, read_metadata, record_error};
 
@@ -238,6 +238,7 @@ impl SeqClsCheckpoint {
             source: self.source.clone(),
             format: self.format.clone(),
             params: trunk_params,
+            check_finite: self.format != SourceFormat::Model,
         };
         let failure = Failure::default();
         let snapshots = checkpoint.snapshots(
@@ -292,7 +293,14 @@ impl SeqClsCheckpoint {
             "pad_token_id".into(),
             serde_json::json!(self.meta.pad_token_id),
         );
-        crate::export::write_hf_dir(dir.as_ref(), &config, &self.params, dtype)
+        crate::export::write_hf_dir(
+            dir.as_ref(),
+            &config,
+            &self.params,
+            &self.source,
+            self.format != SourceFormat::Model,
+            dtype,
+        )
     }
 
     /// Writes a reward record in `dtype` (the statistics and configuration as metadata). The
@@ -304,6 +312,7 @@ impl SeqClsCheckpoint {
             source: self.source.clone(),
             format: self.format.clone(),
             params: self.params.clone(),
+            check_finite: self.format != SourceFormat::Model,
         };
         let failure = Failure::default();
         let snapshots = checkpoint.snapshots(
@@ -363,10 +372,7 @@ fn open_hf_seq_cls(dir: &Path) -> Result<SeqClsCheckpoint> {
         ),
     };
 
-    let mut stored = HashMap::new();
-    for file in safetensors_files(dir)? {
-        stored.extend(map_file(&file)?);
-    }
+    let stored = stored_tensors(dir)?;
     let specs = seq_cls_specs(&config);
     let mut names: Vec<&String> = stored.keys().collect();
     names.sort();

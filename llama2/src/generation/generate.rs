@@ -348,7 +348,9 @@ impl<'a, B: Backend> Generator<'a, B> {
             .unwrap_or(config.max_seq_len.saturating_sub(1));
         let min_prompt = prompts.iter().map(Vec::len).min().unwrap_or(0);
         let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let total_len = config.max_seq_len.min(max_prompt + max_gen_len);
+        let total_len = config
+            .max_seq_len
+            .min(max_prompt.saturating_add(max_gen_len));
         let all_logits = options.logprobs && options.echo;
 
         let mut rows = prompts

@@ -286,6 +286,22 @@ fn special_ids(
     trainer: &TrainerSpec,
     errors: &Errors<'_>,
 ) -> Result<SpecialIds> {
+    // The trainer spec's ids, when set, must be -1 (none) or inside the vocabulary.
+    for (what, id) in [
+        ("unk_id", trainer.unk_id),
+        ("bos_id", trainer.bos_id),
+        ("eos_id", trainer.eos_id),
+        ("pad_id", trainer.pad_id),
+    ] {
+        if let Some(id) = id
+            && !(id == -1 || (0..pieces.len() as i64).contains(&i64::from(id)))
+        {
+            return Err(errors.not_sp(format!(
+                "trainer_spec.{what} {id} is outside the vocabulary of {} pieces",
+                pieces.len()
+            )));
+        }
+    }
     let unk: Vec<u32> = (0..kinds.len() as u32)
         .filter(|&id| kinds[id as usize] == PieceKind::Unknown)
         .collect();
@@ -468,8 +484,11 @@ mod tests {
     #[test]
     fn invalid_models_are_rejected() {
         type Edit = fn(&mut ModelProto);
-        let edits: [(&str, Edit); 3] = [
+        let edits: [(&str, Edit); 4] = [
             ("no_unk", |m| m.pieces[0].set_type(PieceType::Normal)),
+            ("eos_out_of_vocab", |m| {
+                m.trainer_spec.as_mut().unwrap().eos_id = Some(32000)
+            }),
             ("duplicate", |m| {
                 m.pieces[300].piece = m.pieces[301].piece.clone()
             }),
