@@ -49,7 +49,7 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a reward model on preference pairs.
-    Train(TrainCmd),
+    Train(Box<TrainCmd>),
     /// Print the rewards of token sequences or of a preference file's responses.
     Score(ScoreCmd),
     /// Accuracy overall and per rating on preference pairs.
@@ -164,7 +164,7 @@ struct EvalCmd {
 
 fn main() {
     common::run(|| match Args::parse().command {
-        Command::Train(cmd) => train(cmd),
+        Command::Train(cmd) => train(*cmd),
         Command::Score(cmd) => score(cmd),
         Command::Eval(cmd) => eval(cmd),
     });

@@ -467,7 +467,7 @@ mod tests {
             let data = PreferenceDataset::from_files(&files, &tok, 256).unwrap();
             assert_eq!(
                 (data.pairs.len(), data.skipped, data.truncated),
-                (1400, 0, 0)
+                (2600, 0, 0)
             );
             assert!(data.pairs.iter().any(|p| p.is_safety));
             for rating in Rating::ALL {

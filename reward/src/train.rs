@@ -100,14 +100,7 @@ impl<B: AutodiffBackend> Trainable<B> for RewardModel<B> {
         loss_denominator: f64,
         device: &B::Device,
     ) -> PreferenceBatch<B> {
-        PreferenceBatch::new(
-            items,
-            self.objective.margin,
-            0,
-            Some(loss_denominator),
-            device,
-        )
-        .expect("the engine batches at least one encoded pair, each side non-empty")
+        batch(self, items, loss_denominator, device)
     }
 
     fn valid_batch(
@@ -116,19 +109,30 @@ impl<B: AutodiffBackend> Trainable<B> for RewardModel<B> {
         loss_denominator: f64,
         device: &burn::tensor::Device<B::InnerBackend>,
     ) -> PreferenceBatch<B::InnerBackend> {
-        PreferenceBatch::new(
-            items,
-            self.objective.margin,
-            0,
-            Some(loss_denominator),
-            device,
-        )
-        .expect("the engine batches at least one encoded pair, each side non-empty")
+        batch(self, items, loss_denominator, device)
     }
 
     fn lora(&self) -> Option<&LoraConfig> {
         self.trunk.lora.as_ref()
     }
+}
+
+/// Chosen and rejected sides of `items` as one right-padded batch (pad id 0:
+/// rewards are read at explicit lengths), margins from the model's objective.
+fn batch<B: AutodiffBackend, BB: burn::tensor::backend::Backend>(
+    model: &RewardModel<B>,
+    items: &[EncodedPair],
+    loss_denominator: f64,
+    device: &BB::Device,
+) -> PreferenceBatch<BB> {
+    PreferenceBatch::new(
+        items,
+        model.objective.margin,
+        0,
+        Some(loss_denominator),
+        device,
+    )
+    .expect("the engine batches at least one encoded pair, each side non-empty")
 }
 
 /// A reward-model training run.
@@ -257,16 +261,12 @@ pub fn train_reward<B: AutodiffBackend>(
     };
     let (data, held_out) = holdout(data, fraction).map_err(TrainError::from)?;
     let train = config.resolved_train(data.len());
-    let mut trainer = if resume {
+    let trainer = if resume {
         Trainer::resume(model, train, device)?
     } else {
         Trainer::new(model, train, device)
     };
-    if let Some(valid) = valid {
-        trainer = trainer.with_validation(valid);
-    } else if held_out.len() > 0 {
-        trainer = trainer.with_validation(held_out);
-    }
+    let mut trainer = trainer.with_validation_or(valid, held_out);
     let metrics = trainer.fit(&data, None)?;
     Ok((trainer.model, metrics))
 }

@@ -12,8 +12,11 @@ pub enum TrainError {
     /// The data could not be loaded.
     #[error(transparent)]
     Data(#[from] DataError),
-    /// A checkpoint could not be written or read.
-    #[error("checkpoint {path}: {source}")]
+    /// A checkpoint could not be written or read (an empty or truncated
+    /// file, a file of another model or format, a full disk).
+    #[error(
+        "checkpoint file {path} cannot be read or written (empty, truncated, or not a checkpoint of this run?): {source}"
+    )]
     Record {
         /// The checkpoint file.
         path: PathBuf,

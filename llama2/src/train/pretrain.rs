@@ -113,16 +113,12 @@ pub fn pretrain<B: AutodiffBackend>(
         config.train.valid_fraction
     };
     let (data, held_out) = holdout(data, fraction)?;
-    let mut trainer = if resume {
+    let trainer = if resume {
         Trainer::resume(model, config.train.clone(), device)?
     } else {
         Trainer::new(model, config.train.clone(), device)
     };
-    if let Some(valid) = valid {
-        trainer = trainer.with_validation(valid);
-    } else if held_out.len() > 0 {
-        trainer = trainer.with_validation(held_out);
-    }
+    let mut trainer = trainer.with_validation_or(valid, held_out);
     let metrics = trainer.fit(&data, None)?;
     Ok((trainer.model, metrics))
 }

@@ -142,16 +142,12 @@ pub fn finetune<B: AutodiffBackend>(
         None => model,
     };
     let train = config.resolved_train(data.len());
-    let mut trainer = if resume {
+    let trainer = if resume {
         Trainer::resume(model, train, device)?
     } else {
         Trainer::new(model, train, device)
     };
-    if let Some(valid) = valid {
-        trainer = trainer.with_validation(valid);
-    } else if held_out.len() > 0 {
-        trainer = trainer.with_validation(held_out);
-    }
+    let mut trainer = trainer.with_validation_or(valid, held_out);
     let metrics = trainer.fit(&data, None)?;
     Ok((trainer.model, metrics))
 }

@@ -123,6 +123,20 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
         self
     }
 
+    /// Evaluates on `valid` when given (validation files), else on
+    /// `held_out` (a split of the training data) when it has items.
+    pub fn with_validation_or(
+        self,
+        valid: Option<impl Dataset<M::Item> + 'static>,
+        held_out: impl Dataset<M::Item> + 'static,
+    ) -> Self {
+        match valid {
+            Some(valid) => self.with_validation(valid),
+            None if !held_out.is_empty() => self.with_validation(held_out),
+            None => self,
+        }
+    }
+
     /// Writes a checkpoint of the current state.
     pub fn save_checkpoint(&self) -> Result<PathBuf, TrainError> {
         let state = TrainState {

@@ -7,8 +7,11 @@ use burn::data::dataset::transform::PartialDataset;
 
 use super::error::DataError;
 
-/// The two parts of a dataset split by [`holdout`].
+/// One part of a dataset split by [`holdout`].
 pub type Split<D, I> = PartialDataset<Arc<D>, I>;
+
+/// The training and held-out parts of [`holdout`].
+pub type TrainAndHeldOut<D, I> = (Split<D, I>, Split<D, I>);
 
 /// Splits `data` into a training part and a held-out part made of its last
 /// `ceil(fraction · len)` items (contiguous, so held-out text is text the
@@ -16,7 +19,7 @@ pub type Split<D, I> = PartialDataset<Arc<D>, I>;
 pub fn holdout<D: Dataset<I>, I: Clone + Send + Sync>(
     data: D,
     fraction: f64,
-) -> Result<(Split<D, I>, Split<D, I>), DataError> {
+) -> Result<TrainAndHeldOut<D, I>, DataError> {
     if !(0.0..1.0).contains(&fraction) {
         return Err(DataError::BadSplit(format!(
             "the validation fraction must be in [0, 1), not {fraction}"
