@@ -101,8 +101,9 @@ struct TrainCmd {
     /// with the default data, otherwise `--valid-fraction` of the pairs.
     #[arg(long)]
     valid: Vec<PathBuf>,
-    /// Which reward model: safety keeps only the `is_safety` pairs' kind of data in
-    /// mind for naming; both train the same objective on the given data.
+    /// Which of the paper's two reward models this is; it names the run directory
+    /// (`runs/reward-<kind>`). Both train the same objective on the pairs given: train
+    /// the safety model on safety preference data.
     #[arg(long, value_enum, default_value_t = Kind::Helpfulness)]
     kind: Kind,
     /// The margin of the ranking loss.
