@@ -186,12 +186,10 @@ impl RewardTrainConfig {
             train.tokens_per_step = self.pairs_per_step * train.seq_len;
         }
         if let Some(epochs) = self.epochs {
-            let per_step = train.micro_batch_size * train.accumulation_steps();
-            let steps = (epochs * pairs as f64 / per_step.max(1) as f64).ceil();
-            train.steps = (steps as usize).max(1);
+            train.steps = train.steps_for_epochs(epochs, pairs);
         }
         if let Some(ratio) = self.warmup_ratio {
-            let warmup = (ratio * train.steps as f64).ceil() as usize;
+            let warmup = train.warmup_for_ratio(ratio);
             train.schedule.warmup_steps = warmup.max(self.min_warmup_steps).min(train.steps);
         }
         train

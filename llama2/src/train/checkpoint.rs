@@ -16,14 +16,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
-use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::data::cache::write_atomic;
 use super::error::TrainError;
-use super::objective::{CheckpointRecorder, Trainable};
+use super::objective::{Trainable, read_record, write_record};
 use crate::lora::LoraConfig;
 
 /// Where a run stands, besides the model and optimizer tensors.
@@ -104,13 +103,7 @@ where
     }
     fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     model.save_params(&tmp)?;
-    let optim_path = tmp.join("optim");
-    CheckpointRecorder::new()
-        .record(optim.to_record(), optim_path.clone())
-        .map_err(|source| TrainError::Record {
-            path: optim_path,
-            source,
-        })?;
+    write_record::<B, _>(optim.to_record(), tmp.join("optim"))?;
     let json = serde_json::to_vec_pretty(state).expect("state serializes");
     write_atomic(&tmp.join("state.json"), &json)?;
     if dir.exists() {
@@ -185,14 +178,7 @@ where
         });
     }
     let model = model.load_params(dir, device)?;
-    let optim_path = dir.join("optim");
-    let record = CheckpointRecorder::new()
-        .load(optim_path.clone(), device)
-        .map_err(|source| TrainError::Record {
-            path: optim_path,
-            source,
-        })?;
-    let optim = optim.load_record(record);
+    let optim = optim.load_record(read_record::<B, _>(&dir.join("optim"), device)?);
     Ok((model, optim, state))
 }
 

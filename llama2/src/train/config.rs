@@ -85,6 +85,19 @@ impl TrainConfig {
         }
     }
 
+    /// Optimizer steps of `epochs` passes over `items` training items
+    /// (`micro_batch_size × accumulation_steps` items a step), at least 1.
+    pub fn steps_for_epochs(&self, epochs: f64, items: usize) -> usize {
+        let per_step = self.micro_batch_size * self.accumulation_steps();
+        let steps = (epochs * items as f64 / per_step.max(1) as f64).ceil();
+        (steps as usize).max(1)
+    }
+
+    /// Warmup steps of `ratio` of [`TrainConfig::steps`], rounded up.
+    pub fn warmup_for_ratio(&self, ratio: f64) -> usize {
+        (ratio * self.steps as f64).ceil() as usize
+    }
+
     /// The schedule with `total_steps` resolved.
     pub fn resolved_schedule(&self) -> WarmupCosineConfig {
         let mut schedule = self.schedule.clone();

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Record, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{InferenceStep, ItemLazy, TrainStep};
 
 use super::error::TrainError;
@@ -94,35 +94,46 @@ pub trait Trainable<B: AutodiffBackend>:
     /// Writes the parameters a checkpoint keeps into `dir` (the whole module
     /// by default) and returns the file written.
     fn save_params(&self, dir: &Path) -> Result<PathBuf, TrainError> {
-        let path = dir.join("model");
-        CheckpointRecorder::new()
-            .record(self.clone().into_record(), path.clone())
-            .map_err(|source| TrainError::Record {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(path)
+        write_record::<B, _>(self.clone().into_record(), dir.join("model"))
     }
 
     /// Reads the parameters [`Trainable::save_params`] wrote into `self`.
     fn load_params(self, dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
         let path = dir.join("model");
-        let record = CheckpointRecorder::new()
-            .load(path.clone(), device)
-            .map_err(|source| TrainError::Record {
-                path: path.clone(),
-                source,
-            })?;
+        let record = read_record::<B, _>(&path, device)?;
         load_checked(self, record, &path)
     }
 }
 
+/// Writes `record` to `path` (the recorder adds its extension) and returns
+/// `path`.
+pub fn write_record<B: Backend, R: Record<B>>(
+    record: R,
+    path: PathBuf,
+) -> Result<PathBuf, TrainError> {
+    CheckpointRecorder::new()
+        .record(record, path.clone())
+        .map(|()| path.clone())
+        .map_err(|source| TrainError::Record { path, source })
+}
+
+/// Reads the record [`write_record`] wrote to `path`.
+pub fn read_record<B: Backend, R: Record<B>>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<R, TrainError> {
+    CheckpointRecorder::new()
+        .load(path.to_path_buf(), device)
+        .map_err(|source| TrainError::Record {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// The shapes of a module's float parameters, in visiting order.
-pub fn param_shapes<B: burn::tensor::backend::Backend, M: Module<B>>(
-    module: &M,
-) -> Vec<Vec<usize>> {
+pub fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
     struct Shapes(Vec<Vec<usize>>);
-    impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Shapes {
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
         fn visit_float<const D: usize>(
             &mut self,
             param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
@@ -138,7 +149,7 @@ pub fn param_shapes<B: burn::tensor::backend::Backend, M: Module<B>>(
 /// Loads `record` into `module`, refusing a record of another architecture
 /// (parameters of other shapes) with [`TrainError::CheckpointMismatch`]
 /// instead of a panic.
-pub fn load_checked<B: burn::tensor::backend::Backend, M: Module<B>>(
+pub fn load_checked<B: Backend, M: Module<B>>(
     module: M,
     record: M::Record,
     path: &Path,

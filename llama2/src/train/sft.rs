@@ -107,12 +107,10 @@ impl SftConfig {
     pub fn resolved_train(&self, windows: usize) -> TrainConfig {
         let mut train = self.train.clone();
         if let Some(epochs) = self.epochs {
-            let per_step = train.micro_batch_size * train.accumulation_steps();
-            let steps = (epochs * windows as f64 / per_step.max(1) as f64).ceil();
-            train.steps = (steps as usize).max(1);
+            train.steps = train.steps_for_epochs(epochs, windows);
         }
         if let Some(ratio) = self.warmup_ratio {
-            train.schedule.warmup_steps = (ratio * train.steps as f64).ceil() as usize;
+            train.schedule.warmup_steps = train.warmup_for_ratio(ratio);
         }
         train
     }

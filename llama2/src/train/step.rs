@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::record::Recorder;
 use burn::tensor::Transaction;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
@@ -13,7 +12,7 @@ use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use super::data::{CausalLmBatch, TokenWindow};
 use super::error::TrainError;
 use super::loss::masked_nll_sum;
-use super::objective::{CheckpointRecorder, StepOutput, Trainable, load_checked};
+use super::objective::{StepOutput, Trainable, load_checked, read_record, write_record};
 use crate::lora::{LoraAdapter, LoraConfig};
 use crate::model::Llama;
 use burn::tensor::Tensor;
@@ -149,42 +148,23 @@ impl<B: AutodiffBackend> Trainable<B> for Llama<B> {
     }
 
     fn save_params(&self, dir: &Path) -> Result<PathBuf, TrainError> {
-        if self.lora.is_none() {
-            let path = dir.join("model");
-            return CheckpointRecorder::new()
-                .record(self.clone().into_record(), path.clone())
-                .map(|()| path.clone())
-                .map_err(|source| TrainError::Record { path, source });
+        match self.lora {
+            None => write_record::<B, _>(self.clone().into_record(), dir.join("model")),
+            Some(_) => write_record::<B, _>(adapters(self).into_record(), dir.join("adapters")),
         }
-        let path = dir.join("adapters");
-        CheckpointRecorder::new()
-            .record(adapters(self).into_record(), path.clone())
-            .map(|()| path.clone())
-            .map_err(|source| TrainError::Record { path, source })
     }
 
     /// A checkpoint of a LoRA run holds only the adapters: `self` must then
     /// carry the base weights and adapters of the same [`LoraConfig`] (their
     /// values are replaced).
     fn load_params(self, dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
-        let rec = CheckpointRecorder::new();
         if self.lora.is_none() {
             let path = dir.join("model");
-            let record = rec
-                .load(path.clone(), device)
-                .map_err(|source| TrainError::Record {
-                    path: path.clone(),
-                    source,
-                })?;
+            let record = read_record::<B, _>(&path, device)?;
             return load_checked(self, record, &path);
         }
         let path = dir.join("adapters");
-        let record = rec
-            .load(path.clone(), device)
-            .map_err(|source| TrainError::Record {
-                path: path.clone(),
-                source,
-            })?;
+        let record = read_record::<B, _>(&path, device)?;
         let loaded = load_checked(adapters(&self), record, &path)?;
         let mut model = self;
         for (site, adapter) in model.lora_sites().into_iter().zip(loaded) {

@@ -67,7 +67,7 @@ pub struct Trainer<B: AutodiffBackend, M: Trainable<B> = Llama<B>> {
 impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
     /// A fresh run starting from `model`.
     pub fn new(model: M, config: TrainConfig, device: &B::Device) -> Self {
-        let devices = device_list::<B>(device, config_devices(&config));
+        let devices = device_list::<B>(device, config.devices.max(1));
         Self {
             model,
             optim: config.optim.init(),
@@ -257,15 +257,16 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
         let items: Vec<M::Item> = (0..data.len()).filter_map(|i| data.get(i)).collect();
         let weight: usize = items.iter().map(M::item_weight).sum();
         let denominator = weight.max(1) as f64;
-        let mut merged: Option<ValidSync<B, M>> = None;
-        for chunk in items.chunks(self.config.micro_batch_size.max(1)) {
-            let batch = self.model.valid_batch(chunk, denominator, &device);
-            let item = InferenceStep::step(&inner, batch).sync();
-            match &mut merged {
-                Some(m) => m.merge(item),
-                None => merged = Some(item),
-            }
-        }
+        let merged: Option<ValidSync<B, M>> = items
+            .chunks(self.config.micro_batch_size.max(1))
+            .map(|chunk| {
+                let batch = self.model.valid_batch(chunk, denominator, &device);
+                InferenceStep::step(&inner, batch).sync()
+            })
+            .reduce(|mut all, next| {
+                all.merge(next);
+                all
+            });
         let (loss, metrics) = merged.map_or((f64::NAN, Vec::new()), |m| (m.loss(), m.metrics()));
         ValidMetrics {
             step: self.step,
@@ -352,10 +353,6 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
         plot_curves(&log.history, &out.join("curves.svg"))?;
         Ok(ran)
     }
-}
-
-fn config_devices(config: &TrainConfig) -> usize {
-    config.devices.max(1)
 }
 
 /// `device` and the next `n - 1` devices of its kind (index ids counted up
