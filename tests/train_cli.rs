@@ -132,3 +132,34 @@ fn seeded_runs_repeat_and_killed_runs_resume() {
         );
     }
 }
+
+/// Bad numbers are refused by the flag parsers before any work starts: a
+/// usage error (exit code 2) naming the flag, no run directory written.
+#[test]
+fn bad_training_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for (flag, value) in [
+        ("--batch", "0"),
+        ("--seq-len", "0"),
+        ("--steps", "0"),
+        ("--tokens-per-step", "0"),
+        ("--lr", "NaN"),
+        ("--lr", "-1e-3"),
+        ("--valid-fraction", "1.5"),
+        ("--devices", "0"),
+    ] {
+        for name in ["finetune", "pretrain"] {
+            let result = Command::new(example(name))
+                .arg(format!("{flag}={value}"))
+                .arg("--out")
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert_eq!(result.status.code(), Some(2), "{name} {flag} {value}");
+            let stderr = String::from_utf8_lossy(&result.stderr);
+            assert!(stderr.contains(flag), "{name} {flag} {value}: {stderr}");
+            assert!(!out.exists(), "{name} {flag} {value} wrote {}", out.display());
+        }
+    }
+}
