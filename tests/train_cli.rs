@@ -159,7 +159,11 @@ fn bad_training_flags_are_usage_errors() {
             assert_eq!(result.status.code(), Some(2), "{name} {flag} {value}");
             let stderr = String::from_utf8_lossy(&result.stderr);
             assert!(stderr.contains(flag), "{name} {flag} {value}: {stderr}");
-            assert!(!out.exists(), "{name} {flag} {value} wrote {}", out.display());
+            assert!(
+                !out.exists(),
+                "{name} {flag} {value} wrote {}",
+                out.display()
+            );
         }
     }
 }
