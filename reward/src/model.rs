@@ -153,6 +153,19 @@ impl<B: Backend> RewardModel<B> {
         Ok(self.score_last(hidden, lengths))
     }
 
+    /// The score head on every position: the value estimate of each prefix, as PPO's value
+    /// model reads it (a reward model's trunk and head, applied per token).
+    ///
+    /// # Shapes
+    ///
+    /// - tokens: `[batch, seq_len]`
+    /// - output: `[batch, seq_len]`
+    pub fn values(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let [batch, seq_len] = tokens.dims();
+        let hidden = self.trunk.hidden_states(tokens, 0, None);
+        self.score.forward(hidden).reshape([batch, seq_len])
+    }
+
     /// The reward of each token sequence (e.g. a prompt and a sampled response in the chat
     /// format), scored `batch_size` sequences at a time as right-padded batches.
     ///

@@ -4,10 +4,23 @@
 //!
 //! | module | paper | contents |
 //! |---|---|---|
+//! | [`rollout`] | §3.2.3 | prompts, `K` seeded responses per prompt, scores from the reward models or a rule |
+//! | [`rejection`] | §3.2.3 | rejection-sampling fine-tuning with the archive of the best samples |
+//! | [`ppo`] | §3.2.3 | PPO: KL-shaped rewards, GAE, clipped losses, policy and value on the training engine |
 //! | [`gatt`] | §3.3 | Ghost Attention data: synthetic instructions, sampling with the instruction on every user turn, examples trained on their last turn |
+//! | [`error`] | — | [`RlhfError`] |
 //!
-//! It builds on [`llama2`]; Ghost Attention examples are fine-tuning rows of its SFT dataset.
+//! It builds on [`llama2`] (generation, the training engine) and [`llama2_reward`] (the
+//! reward models and their combination); Ghost Attention examples are fine-tuning rows of
+//! the SFT dataset.
 
+pub mod error;
 pub mod gatt;
+pub mod ppo;
+pub mod rejection;
+pub mod rollout;
+
+pub use error::RlhfError;
 
 pub use llama2;
+pub use llama2_reward;

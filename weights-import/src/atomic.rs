@@ -107,7 +107,7 @@ fn parent_of(path: &Path) -> PathBuf {
 
 /// Calls `write` with a temporary path next to `path`, then renames it to `path`. On error
 /// the temporary file is removed and `path` is untouched.
-pub(crate) fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = parent_of(path);
     remove_stale_temporaries(&parent);
     let prefix = own_prefix();
@@ -120,9 +120,20 @@ pub(crate) fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     Ok(())
 }
 
+/// Writes `bytes` to `path` through a temporary sibling: `path` holds the old contents or
+/// the new ones, never part of them.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, |tmp| {
+        use std::io::Write;
+        let mut file = std::fs::File::create(tmp).map_err(|e| ImportError::io(tmp, e))?;
+        file.write_all(bytes).map_err(|e| ImportError::io(tmp, e))?;
+        file.sync_all().map_err(|e| ImportError::io(tmp, e))
+    })
+}
+
 /// Calls `write` with a temporary directory next to `dir`, then renames it to `dir`, which
 /// must not exist yet or be empty.
-pub(crate) fn write_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub fn write_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
             .map_err(|e| ImportError::io(dir, e))?
