@@ -188,3 +188,35 @@ pub fn run(main: impl FnOnce() -> Result<()>) {
         std::process::exit(1);
     }
 }
+
+/// A flag set by Ctrl-C (the run saves its state and stops at the next prompt or
+/// iteration; a second Ctrl-C exits at once).
+pub fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if set.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current step; run again with --resume to continue");
+    });
+    flag
+}
+
+/// The tokenizer file stored with (or beside) a model, to store with the models a run
+/// writes.
+pub fn tokenizer_file(model: &Path) -> Option<llama2_burn::import::TokenizerFile> {
+    llama2_burn::import::Checkpoint::open(model)
+        .ok()?
+        .source_tokenizer()
+        .ok()
+        .flatten()
+}
+
+/// Reads a reward model record or `LlamaForSequenceClassification` directory.
+pub fn load_reward(path: &Path) -> Result<llama2_burn::reward::RewardModel<Selected>> {
+    let (model, _) = llama2_burn::reward::RewardModel::<Selected>::load(path, &backend::device())
+        .with_context(|| format!("cannot load reward model {}", path.display()))?;
+    Ok(model)
+}

@@ -7,6 +7,7 @@
 //! | [`rollout`] | §3.2.3 | prompts, `K` seeded responses per prompt, scores from the reward models or a rule |
 //! | [`rejection`] | §3.2.3 | rejection-sampling fine-tuning with the archive of the best samples |
 //! | [`ppo`] | §3.2.3 | PPO: KL-shaped rewards, GAE, clipped losses, policy and value on the training engine |
+//! | [`safety`] | §4.4 | red-team violation rate per category beside the helpfulness score |
 //! | [`gatt`] | §3.3 | Ghost Attention data: synthetic instructions, sampling with the instruction on every user turn, examples trained on their last turn |
 //! | [`error`] | — | [`RlhfError`] |
 //!
@@ -19,6 +20,7 @@ pub mod gatt;
 pub mod ppo;
 pub mod rejection;
 pub mod rollout;
+pub mod safety;
 
 pub use error::RlhfError;
 
