@@ -7,7 +7,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 use llama2_burn::rlhf::ppo::{
-    AdvantageConfig, KlEstimator, PpoLossConfig, gae, token_rewards, whiten_rows,
+    AdvantageConfig, KlEstimator, PpoLossConfig, PpoTokens, gae, token_rewards, whiten_rows,
 };
 use serde_json::Value;
 
@@ -169,9 +169,11 @@ fn rewards_advantages_and_returns_equal_trl() {
             &format!("{name} returns"),
         );
         // The same by hand from the rewards.
-        for b in 0..lens.len() {
-            let (a, _) = gae(&out.rewards[b], &values[b], c.gamma, c.lam);
-            assert_eq!(a, out.advantages[b]);
+        assert_eq!(out.rewards.len(), values.len());
+        for ((rewards, values), advantages) in out.rewards.iter().zip(&values).zip(&out.advantages)
+        {
+            let (a, _) = gae(rewards, values, c.gamma, c.lam);
+            assert_eq!(&a, advantages);
         }
         let whitened = whiten_rows(&out.advantages);
         if want["whitened_advantages"].is_null() {
@@ -226,13 +228,15 @@ fn clipped_policy_and_value_losses_equal_trl() {
             )
         };
         let l = losses.forward(
-            tensor(&matrix(&case["new_logprobs"])),
-            tensor(&matrix(&case["logprobs"])),
-            tensor(&advantages),
-            tensor(&matrix(&case["new_values"])),
-            tensor(&matrix(&case["values"])),
-            tensor(&matrix(&want["returns"])),
-            tensor(&mask),
+            PpoTokens {
+                logprobs: tensor(&matrix(&case["new_logprobs"])),
+                old_logprobs: tensor(&matrix(&case["logprobs"])),
+                advantages: tensor(&advantages),
+                values: tensor(&matrix(&case["new_values"])),
+                old_values: tensor(&matrix(&case["values"])),
+                returns: tensor(&matrix(&want["returns"])),
+                mask: tensor(&mask),
+            },
             n,
         );
         let f = |key: &str| want[key].as_f64().unwrap();

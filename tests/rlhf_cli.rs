@@ -221,6 +221,14 @@ fn the_rlhf_examples_run_end_to_end_and_refuse_bad_input() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["overall"]["answers"], 8);
     assert_eq!(json["by_category"]["harm"]["answers"], 2);
+    // The violations are the red-team answers scored below the threshold.
+    let below = json["red_team"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["score"].as_f64().unwrap() < 0.15)
+        .count();
+    assert_eq!(json["overall"]["violations"], below);
 
     // Bad input: an empty prompt file, a prompt too long for the context.
     let empty = dir.path().join("empty.jsonl");

@@ -21,6 +21,29 @@ pub struct PpoLossConfig {
     pub vf_coef: f64,
 }
 
+/// Per-token inputs of the losses, 0 past each response.
+///
+/// # Shapes
+///
+/// - every tensor: `[batch, response_len]`
+#[derive(Clone, Debug)]
+pub struct PpoTokens<B: Backend> {
+    /// `log π` now (with gradients).
+    pub logprobs: Tensor<B, 2>,
+    /// `log π_old` at rollout time.
+    pub old_logprobs: Tensor<B, 2>,
+    /// Advantages.
+    pub advantages: Tensor<B, 2>,
+    /// Value estimates now (with gradients).
+    pub values: Tensor<B, 2>,
+    /// Value estimates at rollout time.
+    pub old_values: Tensor<B, 2>,
+    /// Value targets.
+    pub returns: Tensor<B, 2>,
+    /// 1 on response tokens, 0 on padding.
+    pub mask: Tensor<B, 2>,
+}
+
 /// The losses of one (micro-)batch with their statistics as sums over tokens.
 #[derive(Clone, Debug)]
 pub struct PpoLosses<B: Backend> {
@@ -39,22 +62,18 @@ pub struct PpoLosses<B: Backend> {
 }
 
 impl PpoLossConfig {
-    /// The losses of response tokens (`mask` 1) of a batch.
-    ///
-    /// # Shapes
-    ///
-    /// - every input: `[batch, response_len]`
-    pub fn forward<B: Backend>(
-        &self,
-        logprobs: Tensor<B, 2>,
-        old_logprobs: Tensor<B, 2>,
-        advantages: Tensor<B, 2>,
-        values: Tensor<B, 2>,
-        old_values: Tensor<B, 2>,
-        returns: Tensor<B, 2>,
-        mask: Tensor<B, 2>,
-        denominator: f64,
-    ) -> PpoLosses<B> {
+    /// The losses of the response tokens of a batch, summed and divided by `denominator`
+    /// (the step's response tokens).
+    pub fn forward<B: Backend>(&self, tokens: PpoTokens<B>, denominator: f64) -> PpoLosses<B> {
+        let PpoTokens {
+            logprobs,
+            old_logprobs,
+            advantages,
+            values,
+            old_values,
+            returns,
+            mask,
+        } = tokens;
         let eps = self.cliprange;
         let diff = logprobs - old_logprobs;
         let ratio = diff.clone().exp();

@@ -14,6 +14,6 @@ pub mod model;
 pub mod run;
 
 pub use advantage::{AdvantageConfig, Advantages, KlEstimator, gae, token_rewards, whiten_rows};
-pub use loss::{PpoLossConfig, PpoLosses};
+pub use loss::{PpoLossConfig, PpoLosses, PpoTokens};
 pub use model::{PolicyAndValue, PpoBatch, PpoOutput, PpoOutputSync, RolloutItem};
 pub use run::{IterationReport, Ppo, PpoConfig, PpoOutcome, paper_ppo_train};

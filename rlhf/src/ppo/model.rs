@@ -11,7 +11,7 @@ use llama2::lora::LoraConfig;
 use llama2::train::{StepOutput, Trainable};
 use llama2_reward::RewardModel;
 
-use super::loss::PpoLossConfig;
+use super::loss::{PpoLossConfig, PpoTokens};
 use crate::rollout::ResponseBatch;
 
 /// Names of the PPO metrics on the dashboard and in the logs.
@@ -222,13 +222,15 @@ impl<B: Backend> PolicyAndValue<B> {
             .at_responses(self.value.values(batch.rows.tokens.clone()));
         let mask = batch.rows.mask.clone();
         let l = self.losses.forward(
-            logprobs,
-            batch.old_logprobs,
-            batch.advantages,
-            values,
-            batch.old_values,
-            batch.returns,
-            mask.clone(),
+            PpoTokens {
+                logprobs,
+                old_logprobs: batch.old_logprobs,
+                advantages: batch.advantages,
+                values,
+                old_values: batch.old_values,
+                returns: batch.returns,
+                mask: mask.clone(),
+            },
             batch.denominator,
         );
         let entropy = entropy.mul(mask).sum();

@@ -189,14 +189,15 @@ impl PpoConfig {
         if self.iterations == 0 || self.rollout_size == 0 || self.ppo_epochs == 0 {
             return bad("iterations, rollout size and PPO epochs must be at least 1");
         }
-        if self.minibatch_size == 0 || self.rollout_size % self.minibatch_size != 0 {
+        if self.minibatch_size == 0 || !self.rollout_size.is_multiple_of(self.minibatch_size) {
             return bad("the rollout size must be a multiple of the minibatch size");
         }
         let mb = self.train.micro_batch_size;
-        if mb == 0 || self.minibatch_size % mb != 0 {
+        if mb == 0 || !self.minibatch_size.is_multiple_of(mb) {
             return bad("the minibatch size must be a multiple of the micro-batch size");
         }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) || !(self.temperature > 0.0) {
+        let top_p_ok = self.top_p > 0.0 && self.top_p <= 1.0;
+        if !top_p_ok || self.temperature.is_nan() || self.temperature <= 0.0 {
             return bad("PPO samples with a temperature > 0 and top-p in (0, 1]");
         }
         if self.max_gen_len == 0 {
@@ -352,11 +353,11 @@ impl Ppo<'_> {
             };
             let report = IterationReport {
                 iteration,
-                reward: stats.0,
-                kl: stats.1,
+                reward: stats.reward,
+                kl: stats.kl,
                 entropy: avg("Entropy"),
-                response_len: stats.2,
-                ended: stats.3,
+                response_len: stats.response_len,
+                ended: stats.ended,
                 policy_loss: avg("Policy Loss"),
                 value_loss: avg("Value Loss"),
                 clip_fraction: avg("Clip Fraction"),
@@ -406,14 +407,14 @@ impl Ppo<'_> {
     }
 
     /// The rollout of `iteration`: responses, scores, log-probabilities, values and
-    /// advantages; and (mean score, mean KL, mean length, share ended).
+    /// advantages, and their statistics.
     fn rollout<B: AutodiffBackend, S: Scorer>(
         &self,
         iteration: usize,
         model: &PolicyAndValue<B>,
         reference: &Llama<B::InnerBackend>,
         scorer: &mut S,
-    ) -> Result<(Vec<RolloutItem>, (f64, f64, f64, f64)), RlhfError> {
+    ) -> Result<(Vec<RolloutItem>, RolloutStats), RlhfError> {
         let c = &self.config;
         let policy = model.policy.valid();
         let value = model.value.valid();
@@ -478,22 +479,14 @@ impl Ppo<'_> {
             .zip(&ref_logprobs)
             .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).sum())
             .collect();
-        let stats = (
-            mean(&raw),
-            mean(&kl),
-            mean(
-                &responses
-                    .iter()
-                    .map(|r| r.tokens.len() as f64)
-                    .collect::<Vec<_>>(),
-            ),
-            mean(
-                &ended
-                    .iter()
-                    .map(|&e| f64::from(u8::from(e)))
-                    .collect::<Vec<_>>(),
-            ),
-        );
+        let lens: Vec<f64> = responses.iter().map(|r| r.tokens.len() as f64).collect();
+        let ends: Vec<f64> = ended.iter().map(|&e| f64::from(u8::from(e))).collect();
+        let stats = RolloutStats {
+            reward: mean(&raw),
+            kl: mean(&kl),
+            response_len: mean(&lens),
+            ended: mean(&ends),
+        };
         let items = prompts
             .iter()
             .zip(responses)
@@ -509,6 +502,18 @@ impl Ppo<'_> {
             .collect();
         Ok((items, stats))
     }
+}
+
+/// Means over a rollout's responses.
+struct RolloutStats {
+    /// Score before whitening.
+    reward: f64,
+    /// `Σ_t log π − log π_ref`.
+    kl: f64,
+    /// Tokens.
+    response_len: f64,
+    /// Share ended with EOS.
+    ended: f64,
 }
 
 fn to_rows<B: Backend>(

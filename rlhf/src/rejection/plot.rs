@@ -13,12 +13,15 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> RlhfError {
     RlhfError::io(path, std::io::Error::other(e.to_string()))
 }
 
-/// A line chart of `series` (name, colour, points) into `path`.
+/// One curve: its name, colour and points.
+pub type Series = (String, RGBColor, Vec<(f64, f64)>);
+
+/// A line chart of `series` into `path`.
 pub fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
-    series: &[(String, RGBColor, Vec<(f64, f64)>)],
+    series: &[Series],
 ) -> Result<(), RlhfError> {
     let points = series
         .iter()
