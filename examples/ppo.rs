@@ -8,7 +8,8 @@
 //!     --reward runs/reward-helpfulness/reward.bpk --safety runs/reward-safety/reward.bpk
 //! ```
 //!
-//! The value model starts from the helpfulness reward model (`--value` to choose another).
+//! The value model starts from the helpfulness reward model (`--value` to choose another);
+//! `--lora-rank` trains adapters on the policy, with the base as the reference.
 //! The run directory (default `runs/ppo`) holds the checkpoints, `iterations.jsonl`,
 //! `ppo.svg` and the final `policy.bpk`; Ctrl-C stops after the current iteration and
 //! `--resume` continues.
@@ -22,6 +23,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use common::train_args::{positive, positive_f64};
 use llama2_burn::backend::{self, SelectedAutodiff};
+use llama2_burn::model::lora::LoraConfig;
 use llama2_burn::reward::RewardModel;
 use llama2_burn::rlhf::ppo::{
     AdvantageConfig, KlEstimator, Ppo, PpoConfig, PpoLossConfig, paper_ppo_train,
@@ -118,6 +120,13 @@ struct Args {
     /// Stop after N evaluations without a better held-out reward.
     #[arg(long, default_value_t = 0)]
     early_stopping: usize,
+    /// Train LoRA adapters of this rank on the policy (attention projections, no
+    /// dropout) instead of every weight; the reference is then the base itself.
+    #[arg(long, value_parser = positive)]
+    lora_rank: Option<usize>,
+    /// LoRA scaling α (default: twice the rank).
+    #[arg(long, requires = "lora_rank")]
+    lora_alpha: Option<f64>,
     /// Seed of the rollouts.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -200,6 +209,12 @@ fn run(args: Args) -> Result<()> {
         .with_eval_every(args.eval_every)
         .with_eval_prompts(args.eval_prompts)
         .with_early_stopping_patience(args.early_stopping)
+        .with_lora(args.lora_rank.map(|rank| {
+            LoraConfig::new()
+                .with_rank(rank)
+                .with_alpha(args.lora_alpha.unwrap_or(2.0 * rank as f64))
+                .with_dropout(0.0)
+        }))
         .with_seed(args.seed)
         .with_output_dir(args.out.display().to_string());
     let tokenizer_file = common::tokenizer_file(&args.policy);

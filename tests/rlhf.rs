@@ -442,3 +442,55 @@ fn bad_inputs_are_typed_errors_before_sampling() {
     let err = llama2_burn::rlhf::rollout::RewardScorer::new(&rm, None, tok.vocab_size(), 2, "rm");
     assert!(matches!(err, Err(RlhfError::Mismatch { .. })));
 }
+
+#[test]
+fn ppo_with_lora_trains_the_adapters_against_the_frozen_base() {
+    use llama2_burn::model::lora::LoraConfig;
+    let _serial = serial();
+    let tok = tokenizer();
+    let half = tok.vocab_size() as u32 / 2;
+    let train = prompts(&tok, 16, 0);
+    let held = prompts(&tok, 8, 100);
+    let device = backend::device();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ppo_config(dir.path())
+        .with_iterations(3)
+        .with_rollout_size(16)
+        .with_eval_prompts(8)
+        .with_lora(Some(LoraConfig::new().with_rank(4).with_dropout(0.0)));
+    let ppo = Ppo {
+        config,
+        tokenizer: &tok,
+        tokenizer_file: None,
+        prompts: &train,
+        held_out: &held,
+    };
+    let initial = policy(&tok, 5);
+    let base = weights(&initial.valid());
+    let value = RewardModelConfig::new().with_seed(3).init(policy(&tok, 4));
+    let mut scorer = RuleScorer::new("low-half", rule(half));
+    let out = ppo
+        .run(initial, value, &mut scorer, false, &|| false, &device)
+        .unwrap();
+    let trained = out.model.policy.valid();
+    assert!(trained.lora.is_some());
+    // The base weights are untouched; the adapters moved away from their zero start.
+    assert_eq!(weights(&trained), base);
+    let sites = trained.lora_sites();
+    assert!(!sites.is_empty());
+    let moved = sites.iter().any(|&site| {
+        let b = trained.lora_adapter(site).unwrap().lora_b.weight.val();
+        b.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .any(|&x| x != 0.0)
+    });
+    assert!(moved, "the adapters trained");
+    assert!(out.iterations.iter().all(|r| r.kl.is_finite()));
+    // The saved policy is the merged model: a plain record that differs from the base.
+    let saved: Llama<llama2_burn::backend::Selected> =
+        llama2_burn::import::load_model(dir.path().join("policy.bpk"), &device).unwrap();
+    assert!(saved.lora.is_none());
+    assert_ne!(weights(&saved), base);
+}

@@ -76,6 +76,10 @@ pub enum RlhfError {
     #[error(transparent)]
     Train(#[from] TrainError),
 
+    /// LoRA adapters could not be attached.
+    #[error(transparent)]
+    Lora(#[from] llama2::lora::LoraError),
+
     /// A model record could not be written or read.
     #[error(transparent)]
     Record(#[from] ImportError),

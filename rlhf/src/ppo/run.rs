@@ -11,7 +11,7 @@
 //! iterations.jsonl    one IterationReport per finished iteration (step losses averaged)
 //! metrics.jsonl       the engine's per-step log (losses, clip fractions, approx KL, entropy)
 //! ppo.svg             reward, KL and held-out reward per iteration
-//! policy.bpk          the final policy, with its tokenizer
+//! policy.bpk          the final policy (adapters merged), with its tokenizer
 //! ```
 //!
 //! A killed run continues with `resume` from its last finished iteration and ends where
@@ -25,6 +25,7 @@ use burn::config::Config;
 use burn::data::dataset::InMemDataset;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use llama2::lora::LoraConfig;
 use llama2::train::data::DataOrder;
 use llama2::train::{OptimConfig, TrainConfig, Trainer, WarmupCosineConfig, checkpoint};
 use llama2::{Llama, Tokenizer};
@@ -116,6 +117,11 @@ pub struct PpoConfig {
     /// Stop after this many evaluations without a better held-out reward (0: never).
     #[config(default = 0)]
     pub early_stopping_patience: usize,
+    /// Train LoRA adapters on the policy instead of every weight: the reference policy is
+    /// then the same base weights with the adapters left out (no second copy in memory).
+    /// Set the adapters' dropout to 0 so that the ratio `π/π_old` starts at 1.
+    #[config(default = "None")]
+    pub lora: Option<LoraConfig>,
     /// Seed of the rollouts.
     #[config(default = 42)]
     pub seed: u64,
@@ -265,7 +271,13 @@ impl Ppo<'_> {
         }
         fs::create_dir_all(&out).map_err(|e| RlhfError::io(&out, e))?;
 
-        let reference = policy.valid();
+        let policy = match &c.lora {
+            Some(lora) => lora.attach(policy)?,
+            None => policy,
+        };
+        // With adapters, the reference is the frozen base itself: its tensors are shared
+        // with the policy's, which never change.
+        let reference = policy.valid().unload_lora();
         let held_out = &self.held_out[..c.eval_prompts.clamp(1, self.held_out.len())];
         let eval_seed = request_seed(c.seed, EVAL_STAGE, 0);
         let initial = evaluate_policy(
@@ -395,7 +407,7 @@ impl Ppo<'_> {
             }
         }
         save_policy(
-            &trainer.model.policy.valid(),
+            &trainer.model.policy.valid().merge_lora(),
             &out.join("policy.bpk"),
             self.tokenizer_file,
         )?;
