@@ -28,9 +28,7 @@ use llama2_burn::reward::RewardModel;
 use llama2_burn::rlhf::ppo::{
     AdvantageConfig, KlEstimator, Ppo, PpoConfig, PpoLossConfig, paper_ppo_train,
 };
-use llama2_burn::rlhf::rollout::{RewardScorer, read_prompts};
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+use llama2_burn::rlhf::rollout::RewardScorer;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Kl {
@@ -157,21 +155,11 @@ fn run(args: Args) -> Result<()> {
     let value_path = args.value.as_ref().unwrap_or(&args.reward);
     let (value, _) = RewardModel::<SelectedAutodiff>::load(value_path, &device)
         .with_context(|| format!("cannot load the value model {}", value_path.display()))?;
-    let data = PathBuf::from(ROOT).join("examples/data");
-    let max = policy.config.max_seq_len;
-    let prompts = read_prompts(
-        &args
-            .prompts
-            .unwrap_or_else(|| data.join("rlhf_prompts.jsonl")),
+    let (prompts, held_out) = common::rlhf_prompt_sets(
+        args.prompts,
+        args.held_out,
         &tokenizer,
-        max,
-    )?;
-    let held_out = read_prompts(
-        &args
-            .held_out
-            .unwrap_or_else(|| data.join("rlhf_heldout.jsonl")),
-        &tokenizer,
-        max,
+        policy.config.max_seq_len,
     )?;
 
     let mut train = paper_ppo_train()
@@ -225,10 +213,7 @@ fn run(args: Args) -> Result<()> {
         prompts: &prompts,
         held_out: &held_out,
     };
-    let name = match &args.safety {
-        Some(s) => format!("{} + {}", args.reward.display(), s.display()),
-        None => args.reward.display().to_string(),
-    };
+    let name = common::scorer_name(&args.reward, args.safety.as_deref());
     let mut scorer = RewardScorer::new(
         &helpfulness,
         safety.as_ref(),

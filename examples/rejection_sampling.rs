@@ -25,9 +25,7 @@ use common::train_args::{TrainArgs, positive, positive_f64};
 use llama2_burn::backend::{self, SelectedAutodiff};
 use llama2_burn::model::train::{TrainConfig, WarmupCosineConfig};
 use llama2_burn::rlhf::rejection::{RejectionSampling, RejectionSamplingConfig};
-use llama2_burn::rlhf::rollout::{RewardScorer, read_prompts};
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+use llama2_burn::rlhf::rollout::RewardScorer;
 
 /// Rejection-sampling fine-tuning against helpfulness (and safety) reward models.
 #[derive(Parser, Debug)]
@@ -112,16 +110,9 @@ fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(common::load_reward)
         .transpose()?;
-    let data = PathBuf::from(ROOT).join("examples/data");
     let max = policy.config.max_seq_len;
-    let prompts_path = args
-        .prompts
-        .unwrap_or_else(|| data.join("rlhf_prompts.jsonl"));
-    let held_path = args
-        .held_out
-        .unwrap_or_else(|| data.join("rlhf_heldout.jsonl"));
-    let prompts = read_prompts(&prompts_path, &tokenizer, max)?;
-    let held_out = read_prompts(&held_path, &tokenizer, max)?;
+    let (prompts, held_out) =
+        common::rlhf_prompt_sets(args.prompts, args.held_out, &tokenizer, max)?;
 
     let mut sft = TrainConfig::new()
         .with_seq_len(max.min(512))
@@ -161,10 +152,7 @@ fn run(args: Args) -> Result<()> {
         held_out: &held_out,
         policy_name: args.policy.display().to_string(),
     };
-    let name = match &args.safety {
-        Some(s) => format!("{} + {}", args.reward.display(), s.display()),
-        None => args.reward.display().to_string(),
-    };
+    let name = common::scorer_name(&args.reward, args.safety.as_deref());
     let mut scorer = RewardScorer::new(
         &helpfulness,
         safety.as_ref(),

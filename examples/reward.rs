@@ -260,7 +260,7 @@ fn train(cmd: TrainCmd) -> Result<()> {
         None => {
             let mut c = LlamaConfig::tiny_15m();
             c.dim = 64;
-            c.n_layers = 2;
+            c.n_layers = 3;
             c.n_heads = 4;
             c.n_kv_heads = 2;
             c.vocab_size = tokenizer.vocab_size();

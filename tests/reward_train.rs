@@ -5,8 +5,8 @@
 //! clearest preferences ("significantly better") ranked right more often than
 //! the closest ones ("negligibly better / unsure").
 //!
-//! This is the `reward train` example's default run (about 3 minutes on 2
-//! cores), so it has a test binary of its own.
+//! This is the `reward train` example's default run (a dim-64, 3-layer model;
+//! about 6 minutes on 2 cores), so it has a test binary of its own.
 #![cfg(feature = "train")]
 
 use std::path::PathBuf;
@@ -52,7 +52,7 @@ fn a_tiny_reward_model_learns_the_synthetic_preferences() {
     SelectedAutodiff::seed(&device, 42);
     let mut c = LlamaConfig::tiny_15m();
     c.dim = 64;
-    c.n_layers = 2;
+    c.n_layers = 3;
     c.n_heads = 4;
     c.n_kv_heads = 2;
     c.vocab_size = tokenizer.vocab_size();
@@ -81,8 +81,10 @@ fn a_tiny_reward_model_learns_the_synthetic_preferences() {
         table.map(|b| b.accuracy())
     );
     assert!(accuracy > 0.9, "held-out accuracy {accuracy}");
+    // The clearest preferences are ranked right at least as often as the closest ones
+    // (equal only when both are perfect).
     assert!(
-        strongest > weakest,
+        strongest > weakest || (strongest == 1.0 && weakest == 1.0),
         "significantly better {strongest} vs negligibly better {weakest}"
     );
 }

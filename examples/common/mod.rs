@@ -220,3 +220,32 @@ pub fn load_reward(path: &Path) -> Result<llama2_burn::reward::RewardModel<Selec
         .with_context(|| format!("cannot load reward model {}", path.display()))?;
     Ok(model)
 }
+
+/// The rollout and held-out prompt sets of the RLHF examples: the files given, else
+/// `examples/data/rlhf_prompts.jsonl` and `rlhf_heldout.jsonl`.
+pub fn rlhf_prompt_sets(
+    prompts: Option<PathBuf>,
+    held_out: Option<PathBuf>,
+    tokenizer: &Tokenizer,
+    max_seq_len: usize,
+) -> Result<(
+    Vec<llama2_burn::rlhf::rollout::Prompt>,
+    Vec<llama2_burn::rlhf::rollout::Prompt>,
+)> {
+    use llama2_burn::rlhf::rollout::read_prompts;
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data");
+    let prompts = prompts.unwrap_or_else(|| data.join("rlhf_prompts.jsonl"));
+    let held_out = held_out.unwrap_or_else(|| data.join("rlhf_heldout.jsonl"));
+    Ok((
+        read_prompts(&prompts, tokenizer, max_seq_len)?,
+        read_prompts(&held_out, tokenizer, max_seq_len)?,
+    ))
+}
+
+/// Names the reward model(s) of a run in its archive and logs.
+pub fn scorer_name(reward: &Path, safety: Option<&Path>) -> String {
+    match safety {
+        Some(s) => format!("{} + {}", reward.display(), s.display()),
+        None => reward.display().to_string(),
+    }
+}

@@ -13,7 +13,9 @@ use llama2_reward::combine::sigmoid;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RlhfError;
-use crate::rollout::{LlamaResponder, Prompt, Response, ResponseSampler, RewardScorer, Scorer};
+use crate::rollout::{
+    LlamaResponder, Prompt, Response, ResponseSampler, RewardScorer, Scorer, check_fits,
+};
 
 /// Settings of a safety evaluation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,15 +147,7 @@ pub fn safety_eval<B: Backend>(
     let eos = tokenizer.eos_id();
     let mut safety_scorer = RewardScorer::new(safety, None, vocab, eos, "safety")?;
     let mut help_scorer = RewardScorer::new(helpfulness, None, vocab, eos, "helpfulness")?;
-    for p in red_team.iter().chain(helpful) {
-        if p.tokens.len() >= policy.config.max_seq_len {
-            return Err(RlhfError::PromptTooLong {
-                id: p.id.clone(),
-                len: p.tokens.len(),
-                max_seq_len: policy.config.max_seq_len,
-            });
-        }
-    }
+    check_fits(red_team.iter().chain(helpful), policy.config.max_seq_len)?;
 
     let responses = answers(policy, tokenizer, red_team, config)?;
     let items: Vec<(&Prompt, &Response)> = red_team.iter().zip(&responses).collect();

@@ -41,7 +41,7 @@ use crate::error::RlhfError;
 use crate::rejection::plot::line_chart;
 use crate::rejection::save_policy;
 use crate::rollout::{
-    HeldOut, LlamaResponder, Prompt, Response, ResponseBatch, ResponseSampler, Scorer,
+    HeldOut, LlamaResponder, Prompt, Response, ResponseBatch, ResponseSampler, Scorer, check_fits,
     evaluate_policy, request_seed,
 };
 
@@ -252,15 +252,7 @@ impl Ppo<'_> {
             });
         }
         let max_seq_len = policy.config.max_seq_len;
-        for p in self.prompts.iter().chain(self.held_out) {
-            if p.tokens.len() >= max_seq_len {
-                return Err(RlhfError::PromptTooLong {
-                    id: p.id.clone(),
-                    len: p.tokens.len(),
-                    max_seq_len,
-                });
-            }
-        }
+        check_fits(self.prompts.iter().chain(self.held_out), max_seq_len)?;
         let out = PathBuf::from(&c.output_dir);
         let has_run = checkpoint::latest(&out).is_some();
         if !resume && has_run {

@@ -48,8 +48,8 @@ use super::samples::{PromptSamples, SamplesFile, ScoredResponse};
 use super::select::{best_of, best_of_n_curve, mean, median};
 use crate::error::RlhfError;
 use crate::rollout::{
-    HeldOut, LlamaResponder, Prompt, Response, ResponseSampler, Scorer, evaluate_policy,
-    request_seed,
+    HeldOut, LlamaResponder, Prompt, Response, ResponseSampler, Scorer, check_fits,
+    evaluate_policy, request_seed,
 };
 
 /// Request streams of the stages of a round.
@@ -188,15 +188,7 @@ impl RejectionSampling<'_> {
             return Err(RlhfError::Config("no held-out prompts".into()));
         }
         let max_seq_len = policy.config.max_seq_len;
-        for p in self.prompts.iter().chain(self.held_out) {
-            if p.tokens.len() >= max_seq_len {
-                return Err(RlhfError::PromptTooLong {
-                    id: p.id.clone(),
-                    len: p.tokens.len(),
-                    max_seq_len,
-                });
-            }
-        }
+        check_fits(self.prompts.iter().chain(self.held_out), max_seq_len)?;
         if let Some((name, model)) = sampler
             && model.config.vocab_size != policy.config.vocab_size
         {

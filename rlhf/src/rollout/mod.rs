@@ -16,7 +16,7 @@ pub mod scorer;
 
 pub use batch::{ResponseBatch, response_logprobs};
 pub use eval::{HeldOut, evaluate_policy};
-pub use prompts::{Prompt, read_prompts};
+pub use prompts::{Prompt, check_fits, read_prompts};
 pub use sampler::{LlamaResponder, Response, ResponseSampler};
 pub use scorer::{RewardScorer, RuleScorer, Scorer};
 

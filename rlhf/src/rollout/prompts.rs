@@ -79,6 +79,23 @@ impl Prompt {
     }
 }
 
+/// Checks that every prompt leaves room for an answer in `max_seq_len` tokens.
+pub fn check_fits<'a>(
+    prompts: impl IntoIterator<Item = &'a Prompt>,
+    max_seq_len: usize,
+) -> Result<(), RlhfError> {
+    for p in prompts {
+        if p.tokens.len() >= max_seq_len {
+            return Err(RlhfError::PromptTooLong {
+                id: p.id.clone(),
+                len: p.tokens.len(),
+                max_seq_len,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The prompts of a JSONL file; a row that is malformed, has special tags, repeats an id or
 /// leaves no room for an answer in `max_seq_len` tokens is an error naming the file and
 /// line, and an empty file is [`RlhfError::NoPrompts`].
