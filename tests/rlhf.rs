@@ -338,9 +338,23 @@ fn ppo_raises_the_held_out_reward_with_a_bounded_kl_and_resumes() {
         assert!((0.0..=1.0).contains(&r.clip_fraction));
         assert!(r.entropy > 0.0 && r.value_loss.is_finite());
     }
-    for file in ["iterations.jsonl", "ppo.svg", "policy.bpk"] {
+    for file in [
+        "iterations.jsonl",
+        "ppo.svg",
+        "policy.bpk",
+        "metrics.jsonl",
+        "metrics.csv",
+    ] {
         assert!(whole.path().join(file).exists(), "{file}");
     }
+
+    let steps = std::fs::read_to_string(whole.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        steps.lines().count(),
+        8 * 64 / 8,
+        "one line per minibatch step"
+    );
+    assert!(steps.contains("Clip Fraction"));
 
     // Stopped after iteration 2, resumed: the same reports and weights.
     let short = |dir: &Path| ppo_config(dir).with_iterations(4);

@@ -9,6 +9,8 @@
 //! ```text
 //! checkpoints/        the engine's checkpoints (policy, value model, optimizer), per iteration
 //! iterations.jsonl    one IterationReport per finished iteration (step losses averaged)
+//! metrics.jsonl/csv   every minibatch step: loss, policy and value loss, clip fractions,
+//!                     approximate KL, entropy, gradient norm, learning rate
 //! metrics.jsonl       the engine's per-step log (losses, clip fractions, approx KL, entropy)
 //! ppo.svg             reward, KL and held-out reward per iteration
 //! policy.bpk          the final policy (adapters merged), with its tokenizer
@@ -27,6 +29,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use llama2::lora::LoraConfig;
 use llama2::train::data::DataOrder;
+use llama2::train::log::MetricsLog;
 use llama2::train::{OptimConfig, TrainConfig, Trainer, WarmupCosineConfig, checkpoint};
 use llama2::{Llama, Tokenizer};
 use llama2_import::TokenizerFile;
@@ -312,6 +315,7 @@ impl Ppo<'_> {
                 message: format!("{} iterations logged, {done} checkpointed", reports.len()),
             });
         }
+        let mut step_log = MetricsLog::open(&out, trainer.step, super::model::METRICS)?;
         let mut best = reports
             .iter()
             .filter_map(|r| r.held_out.map(|h| h.reward))
@@ -330,7 +334,9 @@ impl Ppo<'_> {
             trainer.cursor = 0;
             let mut step_metrics = Vec::with_capacity(steps);
             for _ in 0..steps {
-                step_metrics.push(trainer.train_step(&data, &mut order));
+                let m = trainer.train_step(&data, &mut order);
+                step_log.push(m.clone())?;
+                step_metrics.push(m);
             }
             let avg = |name: &str| {
                 mean(
