@@ -134,7 +134,7 @@ fn run(args: Args) -> Result<()> {
     );
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
-        llama2_burn::import::atomic::write_bytes(path, text.as_bytes())?;
+        llama2_burn::model::atomic::write_bytes(path, text.as_bytes())?;
         println!("report: {}", path.display());
     }
     Ok(())

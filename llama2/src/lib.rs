@@ -10,11 +10,13 @@
 //! | [`generation`] | — | sampling (greedy, temperature, top-k, top-p) and Meta's `generate`, `text_completion`, `chat_completion` |
 //! | [`lora`] | — | LoRA adapters (Hu et al., 2021): attach, freeze, merge, save and load |
 //! | `train` (feature `train`) | §2.2, §3.1 | pretraining and supervised fine-tuning on burn-train |
+//! | [`atomic`] | — | outputs written to a temporary sibling and renamed into place |
 //!
 //! The model computes what Meta's reference `model.py` computes: the same parameter names,
 //! the same interleaved-pair rotary convention and the same head grouping, so a checkpoint
 //! maps onto it one tensor to one tensor.
 
+pub mod atomic;
 pub mod cache;
 pub mod chat;
 pub mod config;

@@ -102,6 +102,12 @@ pub enum RlhfError {
     Interrupted,
 }
 
+impl From<llama2::atomic::WriteError> for RlhfError {
+    fn from(e: llama2::atomic::WriteError) -> Self {
+        Self::io(e.path, e.source)
+    }
+}
+
 impl RlhfError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

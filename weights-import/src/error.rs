@@ -126,6 +126,12 @@ pub enum ImportError {
     },
 }
 
+impl From<llama2::atomic::WriteError> for ImportError {
+    fn from(e: llama2::atomic::WriteError) -> Self {
+        Self::io(e.path, e.source)
+    }
+}
+
 impl ImportError {
     /// A read error, reported as [`MissingFile`](Self::MissingFile) when the file is absent.
     pub(crate) fn read(path: &std::path::Path, what: &'static str, source: std::io::Error) -> Self {

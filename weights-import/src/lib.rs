@@ -12,7 +12,7 @@
 //! | [`layout`] | parameter names, shapes, shard splits and the rotary permutation |
 //! | [`checkpoint`] | the lazily loaded [`Checkpoint`] every source opens into |
 //! | [`error`] | [`ImportError`], which names the file and tensor at fault |
-//! | [`atomic`] | every output written to a temporary sibling and renamed into place |
+//! | [`atomic`] | (re-exported from `llama2`) every output written to a temporary sibling and renamed into place |
 //!
 //! ```no_run
 //! use llama2_import::{Checkpoint, StorageDtype};
@@ -23,7 +23,7 @@
 //! # Ok::<(), llama2_import::ImportError>(())
 //! ```
 
-pub mod atomic;
+pub use llama2::atomic;
 pub mod checkpoint;
 pub mod dtype;
 pub mod error;

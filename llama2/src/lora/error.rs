@@ -75,6 +75,12 @@ pub enum LoraError {
     },
 }
 
+impl From<crate::atomic::WriteError> for LoraError {
+    fn from(e: crate::atomic::WriteError) -> Self {
+        Self::io(e.path, e.source)
+    }
+}
+
 impl LoraError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

@@ -7,8 +7,7 @@
 //! Files are written to a temporary sibling and renamed into place.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::{DType, TensorData, backend::Backend};
 use safetensors::tensor::TensorView;
@@ -59,7 +58,8 @@ pub fn save_adapters<B: Backend>(
     ]);
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| LoraError::format(path, e.to_string()))?;
-    write_atomic(path, &bytes)
+    crate::atomic::write_bytes(path, &bytes)?;
+    Ok(())
 }
 
 /// Reads the [`LoraConfig`] of an adapters file without its tensors.
@@ -180,23 +180,4 @@ pub(crate) fn tensor_data(
         TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype)
             .convert_dtype(DType::F32),
     )
-}
-
-/// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoraError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        LoraError::io(path, e)
-    })
 }

@@ -20,9 +20,9 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use super::data::cache::write_atomic;
 use super::error::TrainError;
 use super::objective::{Trainable, read_record, write_record};
+use crate::atomic::write_bytes;
 use crate::lora::LoraConfig;
 
 /// Where a run stands, besides the model and optimizer tensors.
@@ -105,12 +105,12 @@ where
     model.save_params(&tmp)?;
     write_record::<B, _>(optim.to_record(), tmp.join("optim"))?;
     let json = serde_json::to_vec_pretty(state).expect("state serializes");
-    write_atomic(&tmp.join("state.json"), &json)?;
+    write_bytes(&tmp.join("state.json"), &json)?;
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
     }
     fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e))?;
-    write_atomic(&root.join("latest"), name.as_bytes())?;
+    write_bytes(&root.join("latest"), name.as_bytes())?;
     if keep > 0 {
         let mut all = list(&root)?;
         all.sort();

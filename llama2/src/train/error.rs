@@ -77,6 +77,12 @@ pub enum TrainError {
     },
 }
 
+impl From<crate::atomic::WriteError> for TrainError {
+    fn from(e: crate::atomic::WriteError) -> Self {
+        Self::io(e.path, e.source)
+    }
+}
+
 impl TrainError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

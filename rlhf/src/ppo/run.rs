@@ -554,7 +554,7 @@ fn write_reports(path: &Path, reports: &[IterationReport]) -> Result<(), RlhfErr
         text.push_str(&serde_json::to_string(r).expect("reports serialise"));
         text.push('\n');
     }
-    llama2_import::atomic::write_bytes(path, text.as_bytes())?;
+    llama2::atomic::write_bytes(path, text.as_bytes())?;
     Ok(())
 }
 

@@ -87,7 +87,7 @@ impl Archive {
             text.push_str(&serde_json::to_string(entry).expect("entries serialise"));
             text.push('\n');
         }
-        llama2_import::atomic::write_bytes(path, text.as_bytes())?;
+        llama2::atomic::write_bytes(path, text.as_bytes())?;
         Ok(())
     }
 

@@ -131,7 +131,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RlhfError> 
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RlhfError> {
     let text = serde_json::to_string_pretty(value).expect("reports serialise");
-    llama2_import::atomic::write_bytes(path, text.as_bytes())?;
+    llama2::atomic::write_bytes(path, text.as_bytes())?;
     Ok(())
 }
 
@@ -254,7 +254,7 @@ impl RejectionSampling<'_> {
                 log.push_str(&serde_json::to_string(r).expect("reports serialise"));
                 log.push('\n');
             }
-            llama2_import::atomic::write_bytes(&out.join("rounds.jsonl"), log.as_bytes())?;
+            llama2::atomic::write_bytes(&out.join("rounds.jsonl"), log.as_bytes())?;
             archive.write(&out.join("archive.jsonl"))?;
             plot_rounds(&initial, &rounds, &out)?;
         }
@@ -402,7 +402,7 @@ impl RejectionSampling<'_> {
             rows.push_str(&row.to_string());
             rows.push('\n');
         }
-        llama2_import::atomic::write_bytes(&selected, rows.as_bytes())?;
+        llama2::atomic::write_bytes(&selected, rows.as_bytes())?;
         *archive = next;
         if stop() {
             return Err(RlhfError::Interrupted);

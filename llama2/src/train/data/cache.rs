@@ -11,7 +11,6 @@
 //! are written to a temporary name and renamed into place.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -135,9 +134,9 @@ pub fn load_or_build(
             bytes.extend_from_slice(&(t as u16).to_le_bytes());
         }
     }
-    write_atomic(&data_path, &bytes)?;
+    crate::atomic::write_bytes(&data_path, &bytes)?;
     let meta = serde_json::to_vec_pretty(&key).expect("cache key serializes");
-    write_atomic(&meta_path, &meta)?;
+    crate::atomic::write_bytes(&meta_path, &meta)?;
     Ok((tokens, CacheStatus::Built))
 }
 
@@ -168,19 +167,4 @@ fn read_cache(data_path: &Path, meta_path: &Path, key: &CacheKey) -> Option<Vec<
             })
             .collect(),
     )
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over
-/// `path`, so readers never see a partial file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().map_or("".into(), |e| e.to_string_lossy()),
-        std::process::id()
-    ));
-    let mut file = fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| DataError::io(&tmp, e))?;
-    file.sync_all().map_err(|e| DataError::io(&tmp, e))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
 }

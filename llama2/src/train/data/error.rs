@@ -52,6 +52,12 @@ pub enum DataError {
     Empty(PathBuf),
 }
 
+impl From<crate::atomic::WriteError> for DataError {
+    fn from(e: crate::atomic::WriteError) -> Self {
+        Self::io(e.path, e.source)
+    }
+}
+
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

@@ -8,7 +8,24 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{ImportError, Result};
+/// A write that failed: the file or directory, and why. Every crate's error type converts
+/// from it, so that it names the path in that crate's terms.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct WriteError {
+    /// The output, its temporary or its directory.
+    pub path: PathBuf,
+    /// The underlying error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn io(path: &Path, source: std::io::Error) -> WriteError {
+    WriteError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// A temporary-file builder next to the output. Outputs get ordinary permissions (`0644`
 /// files, `0755` directories) rather than the owner-only ones of temporary files.
@@ -72,7 +89,7 @@ fn is_stale(name: &str, entry: &std::fs::DirEntry) -> bool {
 }
 
 /// Removes stale temporaries of `dir` (best effort: a failure leaves them).
-pub(crate) fn remove_stale_temporaries(dir: &Path) -> usize {
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -107,60 +124,66 @@ fn parent_of(path: &Path) -> PathBuf {
 
 /// Calls `write` with a temporary path next to `path`, then renames it to `path`. On error
 /// the temporary file is removed and `path` is untouched.
-pub fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub fn write_file<E: From<WriteError>>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
     let parent = parent_of(path);
     remove_stale_temporaries(&parent);
     let prefix = own_prefix();
     let tmp = builder(0o644, &prefix)
         .tempfile_in(&parent)
-        .map_err(|e| ImportError::io(&parent, e))?;
+        .map_err(|e| io(&parent, e))?;
     write(tmp.path())?;
-    tmp.persist(path)
-        .map_err(|e| ImportError::io(path, e.error))?;
+    tmp.persist(path).map_err(|e| io(path, e.error))?;
     Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary sibling: `path` holds the old contents or
 /// the new ones, never part of them.
-pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     write_file(path, |tmp| {
         use std::io::Write;
-        let mut file = std::fs::File::create(tmp).map_err(|e| ImportError::io(tmp, e))?;
-        file.write_all(bytes).map_err(|e| ImportError::io(tmp, e))?;
-        file.sync_all().map_err(|e| ImportError::io(tmp, e))
+        let mut file = std::fs::File::create(tmp).map_err(|e| io(tmp, e))?;
+        file.write_all(bytes).map_err(|e| io(tmp, e))?;
+        file.sync_all().map_err(|e| io(tmp, e))
     })
 }
 
 /// Calls `write` with a temporary directory next to `dir`, then renames it to `dir`, which
 /// must not exist yet or be empty.
-pub fn write_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub fn write_dir<E: From<WriteError>>(
+    dir: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
-            .map_err(|e| ImportError::io(dir, e))?
+            .map_err(|e| io(dir, e))?
             .next()
             .is_none();
         if !empty {
-            return Err(ImportError::io(
+            return Err(io(
                 dir,
                 std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "output directory exists and is not empty",
                 ),
-            ));
+            )
+            .into());
         }
-        std::fs::remove_dir(dir).map_err(|e| ImportError::io(dir, e))?;
+        std::fs::remove_dir(dir).map_err(|e| io(dir, e))?;
     }
     let parent = parent_of(dir);
     remove_stale_temporaries(&parent);
     let prefix = own_prefix();
     let tmp = builder(0o755, &prefix)
         .tempdir_in(&parent)
-        .map_err(|e| ImportError::io(&parent, e))?;
+        .map_err(|e| io(&parent, e))?;
     write(tmp.path())?;
     let tmp = tmp.keep();
     std::fs::rename(&tmp, dir).map_err(|e| {
         let _ = std::fs::remove_dir_all(&tmp);
-        ImportError::io(dir, e)
+        io(dir, e).into()
     })
 }
 
