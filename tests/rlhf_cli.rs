@@ -256,3 +256,117 @@ fn the_rlhf_examples_run_end_to_end_and_refuse_bad_input() {
         assert!(!dir.path().join("bad/round-1").exists());
     }
 }
+
+/// A rejection-sampling run killed (SIGKILL) in the middle of its second round's sampling
+/// and resumed ends with the uninterrupted run's archive, reports and policy record.
+#[test]
+fn a_killed_rejection_sampling_run_resumes_to_the_same_archive_and_weights() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, helpful, safety) = models(dir.path());
+    let prompts = dir.path().join("many.jsonl");
+    let text: String = (0..48)
+        .map(|i| format!("{{\"id\": \"q{i}\", \"prompt\": \"Tell me about {i}.\"}}\n"))
+        .collect();
+    std::fs::write(&prompts, text).unwrap();
+    let rs = |out: &Path, extra: &[&str]| {
+        let mut cmd = Command::new(example("rejection_sampling"));
+        cmd.arg("--policy")
+            .arg(&policy)
+            .arg("--reward")
+            .arg(&helpful)
+            .arg("--safety")
+            .arg(&safety)
+            .arg("--prompts")
+            .arg(&prompts)
+            .arg("--held-out")
+            .arg(&prompts)
+            .args([
+                "--rounds",
+                "2",
+                "--k",
+                "4",
+                "--max-gen-len",
+                "24",
+                "--eval-prompts",
+                "4",
+            ])
+            .args(["--lr", "1e-3", "--no-dashboard"])
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .env("RAYON_NUM_THREADS", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let whole = dir.path().join("whole");
+    ok(rs(&whole, &[]).output().unwrap());
+
+    let killed = dir.path().join("killed");
+    let mut child = rs(&killed, &[]).spawn().unwrap();
+    let samples = killed.join("round-2/samples.jsonl");
+    let started = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&samples).map_or(0, |t| t.lines().count());
+        if lines >= 3 || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "round 2 did not start"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().ok(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success() && !killed.join("round-2/report.json").exists(),
+        "the run finished before it could be killed"
+    );
+    ok(rs(&killed, &["--resume"]).output().unwrap());
+
+    let read = |p: PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(
+        read(whole.join("archive.jsonl")),
+        read(killed.join("archive.jsonl"))
+    );
+    assert_eq!(
+        read(whole.join("round-2/samples.jsonl")),
+        read(killed.join("round-2/samples.jsonl"))
+    );
+    let weights = |p: PathBuf| -> Vec<f32> {
+        let m = llama2_burn::import::load_model::<Selected>(&p, &backend::device()).unwrap();
+        let mut v = Vec::new();
+        let mut put = |t: burn::tensor::Tensor<Selected, 2>| {
+            v.extend(t.into_data().to_vec::<f32>().unwrap());
+        };
+        put(m.tok_embeddings.weight.val());
+        put(m.output.weight.val());
+        for l in &m.layers {
+            let a = &l.attention;
+            let f = &l.feed_forward;
+            for w in [&a.wq, &a.wk, &a.wv, &a.wo, &f.w1, &f.w2, &f.w3] {
+                put(w.weight.val());
+            }
+        }
+        v
+    };
+    let (w, k) = (
+        weights(whole.join("round-2/policy.bpk")),
+        weights(killed.join("round-2/policy.bpk")),
+    );
+    assert_eq!(w.len(), k.len());
+    assert!(
+        w == k,
+        "the resumed run's policy differs from the uninterrupted one's"
+    );
+    let held_out = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p.join("rounds.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["held_out"].clone())
+            .collect()
+    };
+    assert_eq!(held_out(&whole), held_out(&killed));
+}
