@@ -366,6 +366,17 @@ fn ppo_raises_the_held_out_reward_with_a_bounded_kl_and_resumes() {
         matches!(stopped, Err(RlhfError::Interrupted)),
         "{stopped:?}"
     );
+    // As if killed after writing iteration 3's report but before its checkpoint.
+    let log = b.path().join("iterations.jsonl");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    let last = text
+        .lines()
+        .last()
+        .unwrap()
+        .replace("\"iteration\":2", "\"iteration\":3");
+    text.push_str(&last);
+    text.push('\n');
+    std::fs::write(&log, text).unwrap();
     let got = run(short(b.path()), true, None).unwrap();
     assert_eq!(got.iterations.len(), 4);
     for (g, w) in got.iterations.iter().zip(&want.iterations) {

@@ -383,10 +383,12 @@ impl Ppo<'_> {
                 held_out = held.map(|h| h.reward),
                 "ppo iteration"
             );
-            trainer.save_checkpoint()?;
+            // The report first, then the checkpoint: a run killed between the two has one
+            // report more than checkpoints, which resuming drops and redoes.
             reports.push(report);
             write_reports(&log_path, &reports)?;
             plot(&initial, &reports, &out.join("ppo.svg"))?;
+            trainer.save_checkpoint()?;
             if let Some(h) = held {
                 if h.reward > best {
                     best = h.reward;

@@ -226,6 +226,7 @@ impl RejectionSampling<'_> {
             let dir = self.round_dir(round);
             let report_path = dir.join("report.json");
             if report_path.exists() {
+                // Done earlier: its report, archive and (for the next round) policy.
                 let report: RoundReport = read_json(&report_path)?;
                 rounds.push(report);
                 archive = Archive::read(&dir.join("archive.jsonl"))?;
@@ -233,22 +234,24 @@ impl RejectionSampling<'_> {
                 if !next_done {
                     policy = llama2_import::load_model::<B>(dir.join("policy.bpk"), device)?;
                 }
-                continue;
+            } else {
+                fs::create_dir_all(&dir).map_err(|e| RlhfError::io(&dir, e))?;
+                let (next, report) = self.round(
+                    round,
+                    &dir,
+                    policy,
+                    sampler,
+                    scorer,
+                    &initial_model,
+                    &mut archive,
+                    stop,
+                    device,
+                )?;
+                policy = next;
+                rounds.push(report);
             }
-            fs::create_dir_all(&dir).map_err(|e| RlhfError::io(&dir, e))?;
-            let report = self.round(
-                round,
-                &dir,
-                policy,
-                sampler,
-                scorer,
-                &initial_model,
-                &mut archive,
-                stop,
-                device,
-            )?;
-            policy = report.0;
-            rounds.push(report.1);
+            // The run's own files follow the rounds done, also when a run killed after a
+            // round's report resumes.
             let mut log = String::new();
             for r in &rounds {
                 log.push_str(&serde_json::to_string(r).expect("reports serialise"));
