@@ -41,8 +41,10 @@ use super::advantage::AdvantageConfig;
 use super::loss::PpoLossConfig;
 use super::model::{PolicyAndValue, RolloutItem};
 use crate::error::RlhfError;
+use crate::jsonl::{read_jsonl, write_jsonl};
 use crate::rejection::plot::line_chart;
 use crate::rejection::save_policy;
+use crate::rejection::select::mean;
 use crate::rollout::{
     HeldOut, LlamaResponder, Prompt, Response, ResponseBatch, ResponseSampler, Scorer, check_fits,
     evaluate_policy, request_seed,
@@ -221,10 +223,6 @@ impl PpoConfig {
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
 impl Ppo<'_> {
     /// Runs PPO (or continues it with `resume`) on `policy` with a value model initialised
     /// from `value` (a reward model), against a frozen copy of the initial policy; `stop`
@@ -303,7 +301,7 @@ impl Ppo<'_> {
         };
         let log_path = out.join("iterations.jsonl");
         let mut reports: Vec<IterationReport> = if resume && log_path.exists() {
-            read_reports(&log_path)?
+            read_jsonl(&log_path)?
         } else {
             Vec::new()
         };
@@ -386,7 +384,7 @@ impl Ppo<'_> {
             // The report first, then the checkpoint: a run killed between the two has one
             // report more than checkpoints, which resuming drops and redoes.
             reports.push(report);
-            write_reports(&log_path, &reports)?;
+            write_jsonl(&log_path, &reports)?;
             plot(&initial, &reports, &out.join("ppo.svg"))?;
             trainer.save_checkpoint()?;
             if let Some(h) = held {
@@ -533,31 +531,6 @@ fn to_rows<B: Backend>(
     lens: &[usize],
 ) -> Result<Vec<Vec<f64>>, RlhfError> {
     crate::rollout::batch::rows_of(values, lens)
-}
-
-fn read_reports(path: &Path) -> Result<Vec<IterationReport>, RlhfError> {
-    let text = fs::read_to_string(path).map_err(|e| RlhfError::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| RlhfError::BadRow {
-                path: path.to_path_buf(),
-                line: i + 1,
-                message: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-fn write_reports(path: &Path, reports: &[IterationReport]) -> Result<(), RlhfError> {
-    let mut text = String::new();
-    for r in reports {
-        text.push_str(&serde_json::to_string(r).expect("reports serialise"));
-        text.push('\n');
-    }
-    llama2::atomic::write_bytes(path, text.as_bytes())?;
-    Ok(())
 }
 
 fn plot(initial: &HeldOut, reports: &[IterationReport], path: &Path) -> Result<(), RlhfError> {

@@ -7,12 +7,12 @@
 //! atomically.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::RlhfError;
+use crate::jsonl::{read_jsonl, write_jsonl};
 use crate::rollout::Response;
 
 /// The best response to one prompt so far.
@@ -59,36 +59,17 @@ pub struct Archive {
 impl Archive {
     /// Reads an archive file; a missing file is an empty archive.
     pub fn read(path: &Path) -> Result<Self, RlhfError> {
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(RlhfError::io(path, e)),
-        };
-        let mut entries = BTreeMap::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let entry: ArchiveEntry =
-                serde_json::from_str(line).map_err(|e| RlhfError::BadRow {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                    message: e.to_string(),
-                })?;
-            entries.insert(entry.prompt_id.clone(), entry);
+        if !path.exists() {
+            return Ok(Self::default());
         }
+        let rows: Vec<ArchiveEntry> = read_jsonl(path)?;
+        let entries = rows.into_iter().map(|e| (e.prompt_id.clone(), e)).collect();
         Ok(Self { entries })
     }
 
     /// Writes the archive atomically.
     pub fn write(&self, path: &Path) -> Result<(), RlhfError> {
-        let mut text = String::new();
-        for entry in self.entries.values() {
-            text.push_str(&serde_json::to_string(entry).expect("entries serialise"));
-            text.push('\n');
-        }
-        llama2::atomic::write_bytes(path, text.as_bytes())?;
-        Ok(())
+        write_jsonl(path, self.entries.values())
     }
 
     /// The entry of a prompt.
@@ -110,6 +91,7 @@ impl Archive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn archives_round_trip_through_jsonl() {

@@ -47,6 +47,7 @@ use super::plot::plot_rounds;
 use super::samples::{PromptSamples, SamplesFile, ScoredResponse};
 use super::select::{best_of, best_of_n_curve, mean, median};
 use crate::error::RlhfError;
+use crate::jsonl::{read_json, write_json, write_jsonl};
 use crate::rollout::{
     HeldOut, LlamaResponder, Prompt, Response, ResponseSampler, Scorer, check_fits,
     evaluate_policy, request_seed,
@@ -118,21 +119,6 @@ pub struct RejectionOutcome<B: AutodiffBackend> {
     pub rounds: Vec<RoundReport>,
     /// The archive after the last round.
     pub archive: Archive,
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RlhfError> {
-    let text = fs::read_to_string(path).map_err(|e| RlhfError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| RlhfError::BadRow {
-        path: path.to_path_buf(),
-        line: 1,
-        message: e.to_string(),
-    })
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RlhfError> {
-    let text = serde_json::to_string_pretty(value).expect("reports serialise");
-    llama2::atomic::write_bytes(path, text.as_bytes())?;
-    Ok(())
 }
 
 /// Writes `policy` as a record with the run's tokenizer.
@@ -252,12 +238,7 @@ impl RejectionSampling<'_> {
             }
             // The run's own files follow the rounds done, also when a run killed after a
             // round's report resumes.
-            let mut log = String::new();
-            for r in &rounds {
-                log.push_str(&serde_json::to_string(r).expect("reports serialise"));
-                log.push('\n');
-            }
-            llama2::atomic::write_bytes(&out.join("rounds.jsonl"), log.as_bytes())?;
+            write_jsonl(&out.join("rounds.jsonl"), &rounds)?;
             archive.write(&out.join("archive.jsonl"))?;
             plot_rounds(&initial, &rounds, &out)?;
         }
@@ -420,14 +401,11 @@ impl RejectionSampling<'_> {
             .with_epochs(Some(c.sft_epochs));
         let resume_sft = checkpoint::latest(&sft_dir).is_some();
         let (policy, steps) = finetune(policy, &sft, self.tokenizer, resume_sft, device)?;
-        save_policy(
-            &policy.valid(),
-            &dir.join("policy.bpk"),
-            self.tokenizer_file,
-        )?;
+        let trained = policy.valid();
+        save_policy(&trained, &dir.join("policy.bpk"), self.tokenizer_file)?;
 
         // 5. Held-out evaluation.
-        let held_out = self.held_out_eval(&policy.valid(), initial, scorer)?;
+        let held_out = self.held_out_eval(&trained, initial, scorer)?;
         let scores: Vec<Vec<f64>> = done.iter().map(PromptSamples::scores).collect();
         let per = |f: fn(&[f64]) -> f64| mean(&scores.iter().map(|s| f(s)).collect::<Vec<_>>());
         let report = RoundReport {
