@@ -230,6 +230,37 @@ fn the_rlhf_examples_run_end_to_end_and_refuse_bad_input() {
         .count();
     assert_eq!(json["overall"]["violations"], below);
 
+    // Bad PPO numbers are refused before anything is written.
+    for (bad, says) in [
+        (&["--gamma", "1.5", "--micro-batch", "2"][..], "gamma 1.5"),
+        (&["--kl-coef=-1", "--micro-batch", "2"], "KL coefficient"),
+        (&["--cliprange", "0", "--micro-batch", "2"], "clip ranges"),
+        (&["--micro-batch", "3"], "micro-batch"),
+    ] {
+        let out_dir = dir.path().join("ppo-bad");
+        let out = Command::new(example("ppo"))
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--reward")
+            .arg(&helpful)
+            .arg("--prompts")
+            .arg(&prompts)
+            .arg("--held-out")
+            .arg(&prompts)
+            .args(["--rollout-size", "8", "--minibatch", "4"])
+            .args(bad)
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("invalid settings") && err.contains(says),
+            "{bad:?}: {err}"
+        );
+        assert!(!out_dir.exists(), "{bad:?} wrote {}", out_dir.display());
+    }
+
     // Bad input: an empty prompt file, a prompt too long for the context.
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "\n").unwrap();

@@ -139,6 +139,34 @@ pub struct Advantages {
 }
 
 impl AdvantageConfig {
+    /// Checks the settings: β ≥ 0, γ and λ in [0, 1], a positive clamp and a finite
+    /// penalty where given.
+    pub fn validate(&self) -> Result<(), crate::error::RlhfError> {
+        let bad = |m: String| Err(crate::error::RlhfError::Config(m));
+        if !(self.kl_coef.is_finite() && self.kl_coef >= 0.0) {
+            return bad(format!(
+                "the KL coefficient {} must be finite and at least 0",
+                self.kl_coef
+            ));
+        }
+        for (name, v) in [("gamma", self.gamma), ("lambda", self.lam)] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(format!("{name} {v} is not in [0, 1]"));
+            }
+        }
+        if let Some(c) = self.kl_clamp
+            && !(c.is_finite() && c > 0.0)
+        {
+            return bad(format!("the KL clamp {c} must be finite and positive"));
+        }
+        if let Some(p) = self.missing_eos_penalty
+            && !p.is_finite()
+        {
+            return bad(format!("the missing-EOS penalty {p} is not finite"));
+        }
+        Ok(())
+    }
+
     /// KL, rewards, advantages and returns of responses with the policy's and the
     /// reference's log-probabilities, the value estimates, the scores and whether each
     /// response ended with EOS.
@@ -191,5 +219,20 @@ mod tests {
         let want = 1.0 / (2.0f64 + 1e-8).sqrt();
         assert!((w[0][0] + want).abs() < 1e-12 && (w[0][1] - want).abs() < 1e-12);
         assert!(w[1].is_empty());
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(AdvantageConfig::new().validate().is_ok());
+        for c in [
+            AdvantageConfig::new().with_kl_coef(-0.1),
+            AdvantageConfig::new().with_kl_coef(f64::NAN),
+            AdvantageConfig::new().with_gamma(1.5),
+            AdvantageConfig::new().with_lam(-0.1),
+            AdvantageConfig::new().with_kl_clamp(Some(0.0)),
+            AdvantageConfig::new().with_missing_eos_penalty(Some(f64::INFINITY)),
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
     }
 }

@@ -214,6 +214,15 @@ impl PpoConfig {
         if self.max_gen_len == 0 {
             return bad("max_gen_len must be at least 1");
         }
+        self.advantage.validate()?;
+        let l = &self.losses;
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(l.cliprange) || !positive(l.cliprange_value) {
+            return bad("the clip ranges must be finite and positive");
+        }
+        if !(l.vf_coef.is_finite() && l.vf_coef >= 0.0) {
+            return bad("the value-loss weight must be finite and at least 0");
+        }
         Ok(())
     }
 
