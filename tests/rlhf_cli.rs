@@ -261,6 +261,25 @@ fn the_rlhf_examples_run_end_to_end_and_refuse_bad_input() {
         assert!(!out_dir.exists(), "{bad:?} wrote {}", out_dir.display());
     }
 
+    // A negative sampling temperature for the safety evaluation is refused.
+    let out = Command::new(example("safety_eval"))
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--safety")
+        .arg(&safety)
+        .arg("--reward")
+        .arg(&helpful)
+        .arg("--red-team")
+        .arg(&prompts)
+        .arg("--temperature=-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("temperature -1"),
+        "{err}"
+    );
+
     // Bad input: an empty prompt file, a prompt too long for the context.
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "\n").unwrap();

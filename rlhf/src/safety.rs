@@ -143,6 +143,12 @@ pub fn safety_eval<B: Backend>(
             config.threshold
         )));
     }
+    if !(config.temperature.is_finite() && config.temperature >= 0.0) {
+        return Err(RlhfError::Config(format!(
+            "the temperature {} is not a finite value ≥ 0",
+            config.temperature
+        )));
+    }
     let vocab = policy.config.vocab_size;
     let eos = tokenizer.eos_id();
     let mut safety_scorer = RewardScorer::new(safety, None, vocab, eos, "safety")?;

@@ -94,3 +94,32 @@ impl RejectionSamplingConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_run_are_refused() {
+        let ok = || RejectionSamplingConfig::new(TrainConfig::new());
+        assert!(ok().validate().is_ok());
+        for c in [
+            ok().with_rounds(0),
+            ok().with_samples_per_prompt(0),
+            ok().with_temperatures(vec![]),
+            ok().with_temperatures(vec![1.0, -0.5]),
+            ok().with_sweep(vec![f64::NAN]),
+            ok().with_top_p(0.0),
+            ok().with_top_p(1.5),
+            ok().with_max_gen_len(0),
+            ok().with_sft_epochs(0.0),
+        ] {
+            assert!(matches!(c.validate(), Err(RlhfError::Config(_))), "{c:?}");
+        }
+        assert_eq!(
+            ok().with_temperatures(vec![0.8, 1.2])
+                .scheduled_temperature(5),
+            1.2
+        );
+    }
+}
