@@ -39,7 +39,7 @@ use llama2_burn::rlhf::gatt::{
 #[command(verbatim_doc_comment)]
 struct Args {
     /// A Burn record file, or a Meta or Hugging Face directory.
-    #[arg(long, default_value_os_t = common::default_model())]
+    #[arg(long, default_value_os_t = common::committed_model())]
     model: PathBuf,
     /// SentencePiece tokenizer.model (or tokenizer.json).
     #[arg(long, default_value_os_t = common::default_tokenizer())]

@@ -12,8 +12,19 @@ use anyhow::{Context, Result, bail};
 use llama2_burn::backend::{self, Selected};
 use llama2_burn::model::{Llama, Tokenizer};
 
-/// `tests/data/tiny-chat`: a random-weight model with Llama 2's vocabulary.
+/// The final model of the pipeline example (`runs/pipeline/model.bpk`, relative to the
+/// current directory) when it exists; otherwise `tests/data/tiny-chat`, a random-weight
+/// model with Llama 2's vocabulary.
 pub fn default_model() -> PathBuf {
+    let pipeline = PathBuf::from("runs/pipeline/model.bpk");
+    if pipeline.is_file() {
+        return pipeline;
+    }
+    committed_model()
+}
+
+/// `tests/data/tiny-chat`: a random-weight model with Llama 2's vocabulary.
+pub fn committed_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-chat")
 }
 

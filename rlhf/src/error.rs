@@ -97,6 +97,21 @@ pub enum RlhfError {
         message: String,
     },
 
+    /// Ghost Attention data could not be built.
+    #[error(transparent)]
+    Gatt(#[from] crate::gatt::GattError),
+
+    /// A reward model could not be trained.
+    #[error(transparent)]
+    RewardTraining(#[from] llama2_reward::RewardTrainError),
+
+    /// The pipeline was stopped during a stage; the finished stages are kept.
+    #[error("stopped during the {stage} stage; run the pipeline again to redo it and go on")]
+    StageInterrupted {
+        /// The stage's name.
+        stage: &'static str,
+    },
+
     /// The run was stopped (its state is saved; `--resume` continues it).
     #[error("stopped; run again with --resume to continue")]
     Interrupted,

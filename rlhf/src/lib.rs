@@ -9,6 +9,7 @@
 //! | [`ppo`] | §3.2.3 | PPO: KL-shaped rewards, GAE, clipped losses, policy and value on the training engine |
 //! | [`safety`] | §4.4 | red-team violation rate per category beside the helpfulness score |
 //! | [`gatt`] | §3.3 | Ghost Attention data: synthetic instructions, sampling with the instruction on every user turn, examples trained on their last turn |
+//! | [`pipeline`] | §2–§4 | the whole recipe in one run: pretraining → SFT → reward models → rejection sampling → PPO → evaluation |
 //! | [`jsonl`] | — | run files: JSON and JSONL written atomically, read with file and line in errors |
 //! | [`error`] | — | [`RlhfError`] |
 //!
@@ -19,6 +20,7 @@
 pub mod error;
 pub mod gatt;
 pub mod jsonl;
+pub mod pipeline;
 pub mod ppo;
 pub mod rejection;
 pub mod rollout;

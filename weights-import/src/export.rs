@@ -78,10 +78,11 @@ impl View for &LazyTensor<'_> {
 
 impl Checkpoint {
     /// Writes a Hugging Face `LlamaForCausalLM` directory (`config.json`,
-    /// `model.safetensors`) in `dtype`. `dir` must not exist or be empty; it appears only
-    /// once complete.
+    /// `model.safetensors`, and the tokenizer file the checkpoint came with, if any) in
+    /// `dtype`. `dir` must not exist or be empty; it appears only once complete.
     pub fn save_hf(&self, dir: impl AsRef<Path>, dtype: StorageDtype) -> Result<()> {
         let config = HfConfig::json_for(&self.config, torch_dtype(dtype));
+        let tokenizer = self.source_tokenizer()?;
         write_hf_dir(
             dir.as_ref(),
             &config,
@@ -89,6 +90,7 @@ impl Checkpoint {
             &self.source,
             self.check_finite,
             dtype,
+            tokenizer.as_ref(),
         )
     }
 }
@@ -112,11 +114,16 @@ pub(crate) fn write_hf_dir(
     source: &Path,
     check_finite: bool,
     dtype: StorageDtype,
+    tokenizer: Option<&crate::TokenizerFile>,
 ) -> Result<()> {
     crate::atomic::write_dir(dir, |tmp| {
         let config_path = tmp.join("config.json");
         let json = serde_json::to_string_pretty(config).expect("JSON values serialise");
         std::fs::write(&config_path, json).map_err(|e| ImportError::io(&config_path, e))?;
+        if let Some(t) = tokenizer {
+            let path = tmp.join(t.file_name());
+            std::fs::write(&path, &t.bytes).map_err(|e| ImportError::io(&path, e))?;
+        }
 
         let failure: Rc<RefCell<Option<ImportError>>> = Rc::default();
         let tensors: Vec<LazyTensor> = params

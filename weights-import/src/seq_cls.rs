@@ -300,6 +300,7 @@ impl SeqClsCheckpoint {
             &self.source,
             self.format != SourceFormat::Model,
             dtype,
+            None,
         )
     }
 

@@ -52,6 +52,15 @@ pub struct TokenizerFile {
 }
 
 impl TokenizerFile {
+    /// The file name it has in a checkpoint directory: `tokenizer.model` or
+    /// `tokenizer.json`.
+    pub fn file_name(&self) -> &'static str {
+        match self.format {
+            TokenizerFormat::SentencePiece => "tokenizer.model",
+            TokenizerFormat::HfJson => "tokenizer.json",
+        }
+    }
+
     /// Reads `path` (`.json`: Hugging Face, otherwise SentencePiece) and
     /// checks that it loads.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
