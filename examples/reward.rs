@@ -10,6 +10,7 @@
 //!     --model Llama-2-7b-chat-hf --data helpful.jsonl --kind helpfulness --margin small --paper
 //! cargo run --release --example reward -- score --model runs/reward/reward.bpk --ids 1,450,7483 --json
 //! cargo run --release --example reward -- eval --model runs/reward/reward.bpk --data heldout.jsonl
+//! cargo run --release --example reward -- export --model runs/reward/reward.bpk --out reward-hf
 //! ```
 //!
 //! `--model` for `train` takes a chat/SFT model (record, Meta or HF folder):
@@ -54,6 +55,18 @@ enum Command {
     Score(ScoreCmd),
     /// Accuracy overall and per rating on preference pairs.
     Eval(EvalCmd),
+    /// Write a reward record as a transformers `LlamaForSequenceClassification` folder.
+    Export(ExportCmd),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportCmd {
+    /// Reward record (or LlamaForSequenceClassification folder).
+    #[arg(long)]
+    model: PathBuf,
+    /// The folder to write (must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -168,7 +181,17 @@ fn main() {
         Command::Train(cmd) => train(*cmd),
         Command::Score(cmd) => score(cmd),
         Command::Eval(cmd) => eval(cmd),
+        Command::Export(cmd) => export(cmd),
     });
+}
+
+fn export(cmd: ExportCmd) -> Result<()> {
+    let (model, meta) = load_reward(&cmd.model)?;
+    model
+        .export_hf(&cmd.out, meta, StorageDtype::F32)
+        .with_context(|| format!("writing {}", cmd.out.display()))?;
+    println!("wrote {}", cmd.out.display());
+    Ok(())
 }
 
 fn small_tokenizer() -> PathBuf {

@@ -245,6 +245,28 @@ fn the_example_prints_the_stage_table_and_refuses_unknown_stages() {
         "{stdout}"
     );
 
+    // The reward model goes to transformers' LlamaForSequenceClassification layout.
+    let reward_example = example().with_file_name("reward");
+    let hf = dir.path().join("reward-hf");
+    let out = Command::new(&reward_example)
+        .args(["export", "--model"])
+        .arg(dir.path().join("reward-helpfulness/reward.bpk"))
+        .arg("--out")
+        .arg(&hf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(hf.join("config.json")).unwrap();
+    assert!(
+        config.contains("LlamaForSequenceClassification"),
+        "{config}"
+    );
+    assert!(hf.join("model.safetensors").is_file());
+
     let out = Command::new(example())
         .args(["--scale", "micro", "--from", "reward", "--out"])
         .arg(dir.path())
