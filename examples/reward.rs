@@ -101,10 +101,10 @@ impl From<Margin> for MarginKind {
 #[derive(clap::Args, Debug)]
 struct TrainCmd {
     /// Chat/SFT model to initialise from (record, Meta or HF folder); default: a tiny
-    /// random model for the pipeline's tokenizer (examples/data/pipeline).
+    /// random model for the repository's small tokenizer.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Tokenizer; default: the model's own, else the pipeline's (examples/data/pipeline).
+    /// Tokenizer; default: the model's own, else the repository's small tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Preference JSONL files; default: examples/data/preferences_train.jsonl.
@@ -162,7 +162,7 @@ struct EvalCmd {
     /// Reward record or LlamaForSequenceClassification folder.
     #[arg(long)]
     model: PathBuf,
-    /// Tokenizer (default: the model's own, else the pipeline's, examples/data/pipeline).
+    /// Tokenizer (default: the model's own, else the repository's small tokenizer).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Preference JSONL files; default: examples/data/preferences_heldout.jsonl.
@@ -194,8 +194,8 @@ fn export(cmd: ExportCmd) -> Result<()> {
     Ok(())
 }
 
-fn default_tokenizer() -> PathBuf {
-    PathBuf::from(ROOT).join("examples/data/pipeline/tokenizer.model")
+fn small_tokenizer() -> PathBuf {
+    PathBuf::from(ROOT).join("tests/data/tokenizer/small.model")
 }
 
 /// The explicit tokenizer, else the one stored with `model`, else the small one.
@@ -209,7 +209,7 @@ fn tokenizer_for(explicit: Option<&Path>, model: Option<&Path>) -> Result<(Token
     {
         return Ok((t, model.to_path_buf()));
     }
-    let path = default_tokenizer();
+    let path = small_tokenizer();
     Ok((common::load_tokenizer(&path)?, path))
 }
 

@@ -5,9 +5,8 @@
 //! clearest preferences ("significantly better") ranked right more often than
 //! the closest ones ("negligibly better / unsure").
 //!
-//! This is the `reward train` example's default run (a dim-64, 3-layer model
-//! with the pipeline's 1,024-piece tokenizer; about 6 minutes on 2 cores), so it
-//! has a test binary of its own.
+//! This is the `reward train` example's default run (a dim-64, 3-layer model;
+//! about 6 minutes on 2 cores), so it has a test binary of its own.
 #![cfg(feature = "train")]
 
 use std::path::PathBuf;
@@ -24,8 +23,7 @@ use llama2_burn::reward::{
 #[test]
 fn a_tiny_reward_model_learns_the_synthetic_preferences() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let tokenizer =
-        Tokenizer::from_file(root.join("examples/data/pipeline/tokenizer.model")).unwrap();
+    let tokenizer = Tokenizer::from_file(root.join("tests/data/tokenizer/small.model")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = RewardTrainConfig::new(
         TrainConfig::new()
@@ -98,8 +96,7 @@ fn a_tiny_reward_model_learns_the_synthetic_preferences() {
 fn lora_reward_training_changes_only_adapters_and_the_score_head() {
     use llama2_burn::model::lora::LoraConfig;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let tokenizer =
-        Tokenizer::from_file(root.join("examples/data/pipeline/tokenizer.model")).unwrap();
+    let tokenizer = Tokenizer::from_file(root.join("tests/data/tokenizer/small.model")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = RewardTrainConfig::new(
         TrainConfig::new()
