@@ -1,8 +1,8 @@
 //! The pipeline (`cargo run --release --example pipeline`) at the micro scale: every stage
 //! writes its outputs, `report.json` has the documented fields, a second run skips the
-//! finished stages, the same seed gives the same numbers, `from` redoes a stage and the
-//! later ones, a stop leaves no stage half-done, and the example runs from the command
-//! line.
+//! finished stages, the same seed gives the same numbers (also from the command line),
+//! `from` redoes a stage and the later ones, a stop leaves no stage half-done, and the
+//! models go to Hugging Face layouts and back.
 #![cfg(feature = "train")]
 
 use std::path::{Path, PathBuf};
@@ -155,13 +155,61 @@ fn the_micro_pipeline_runs_every_stage_resumes_and_repeats() {
     assert_eq!(skipped, [true, true, true, true, true, false, false]);
     assert_eq!(numbers(&redone), numbers(&report));
 
-    // The same seed in another directory: the same numbers.
+    // The same seed in another directory, from the command line: the same numbers.
     let b = tempfile::tempdir().unwrap();
-    let mut other = pipeline(b.path());
-    let (twin, _) = run(&other, None);
+    let out = Command::new(example())
+        .args(["--scale", "micro", "--out"])
+        .arg(b.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "pretrain",
+        "reward-safety",
+        "rejection-sampling",
+        "ppo",
+        "eval",
+    ] {
+        assert!(stdout.contains(name), "{name}: {stdout}");
+    }
+    assert!(
+        stdout.contains("answers before (SFT) and after RLHF (PPO)"),
+        "{stdout}"
+    );
+    let twin: PipelineReport =
+        serde_json::from_str(&std::fs::read_to_string(b.path().join("report.json")).unwrap())
+            .unwrap();
     assert_eq!(numbers(&twin), numbers(&report));
 
+    // The reward model goes to transformers' LlamaForSequenceClassification layout.
+    let reward_example = example().with_file_name("reward");
+    let hf = a.path().join("reward-hf");
+    let out = Command::new(&reward_example)
+        .args(["export", "--model"])
+        .arg(a.path().join("reward-helpfulness/reward.bpk"))
+        .arg("--out")
+        .arg(&hf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(hf.join("config.json")).unwrap();
+    assert!(
+        config.contains("LlamaForSequenceClassification"),
+        "{config}"
+    );
+    assert!(hf.join("model.safetensors").is_file());
+
     // Other settings in a finished run's directory are refused, nothing redone.
+    let mut other = pipeline(b.path());
     other.config.ppo_lr *= 2.0;
     let err = other
         .run::<SelectedAutodiff>(None, &|| false, &backend::device(), |_| {})
@@ -217,56 +265,8 @@ fn example() -> PathBuf {
 }
 
 #[test]
-fn the_example_prints_the_stage_table_and_refuses_unknown_stages() {
-    let _serial = serial();
+fn the_example_refuses_unknown_stages() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(example())
-        .args(["--scale", "micro", "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for name in [
-        "pretrain",
-        "reward-safety",
-        "rejection-sampling",
-        "ppo",
-        "eval",
-    ] {
-        assert!(stdout.contains(name), "{name}: {stdout}");
-    }
-    assert!(
-        stdout.contains("answers before (SFT) and after RLHF (PPO)"),
-        "{stdout}"
-    );
-
-    // The reward model goes to transformers' LlamaForSequenceClassification layout.
-    let reward_example = example().with_file_name("reward");
-    let hf = dir.path().join("reward-hf");
-    let out = Command::new(&reward_example)
-        .args(["export", "--model"])
-        .arg(dir.path().join("reward-helpfulness/reward.bpk"))
-        .arg("--out")
-        .arg(&hf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = std::fs::read_to_string(hf.join("config.json")).unwrap();
-    assert!(
-        config.contains("LlamaForSequenceClassification"),
-        "{config}"
-    );
-    assert!(hf.join("model.safetensors").is_file());
-
     let out = Command::new(example())
         .args(["--scale", "micro", "--from", "reward", "--out"])
         .arg(dir.path())

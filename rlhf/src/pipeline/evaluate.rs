@@ -266,31 +266,7 @@ pub(crate) fn eval_stage<B: burn::tensor::backend::AutodiffBackend>(
         answers.push(a);
     }
     // Answers before and after RLHF: prompts of each category in turn.
-    let mut shown: Vec<usize> = Vec::new();
-    let mut categories: Vec<String> = prompts
-        .iter()
-        .map(crate::pipeline::tasks::category)
-        .collect();
-    categories.dedup();
-    let mut order: Vec<String> = Vec::new();
-    for cat in categories {
-        if !order.contains(&cat) {
-            order.push(cat);
-        }
-    }
-    'fill: for round in 0..prompts.len() {
-        for cat in &order {
-            if let Some(i) = (0..prompts.len())
-                .filter(|&i| &crate::pipeline::tasks::category(&prompts[i]) == cat)
-                .nth(round)
-            {
-                shown.push(i);
-                if shown.len() >= c.samples_shown {
-                    break 'fill;
-                }
-            }
-        }
-    }
+    let shown = each_category_in_turn(&prompts, c.samples_shown);
     let samples = shown
         .into_iter()
         .map(|i| SampleAnswers {
@@ -325,6 +301,33 @@ pub(crate) fn eval_stage<B: burn::tensor::backend::AutodiffBackend>(
             samples,
         },
     ))
+}
+
+/// The indices of `n` prompts taking each category in turn (categories in order of first
+/// appearance, prompts in file order).
+fn each_category_in_turn(prompts: &[Prompt], n: usize) -> Vec<usize> {
+    let mut by_category: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let c = crate::pipeline::tasks::category(p);
+        match by_category.iter_mut().find(|(k, _)| *k == c) {
+            Some((_, v)) => v.push(i),
+            None => by_category.push((c, vec![i])),
+        }
+    }
+    let mut out = Vec::new();
+    for round in 0.. {
+        let before = out.len();
+        for (_, v) in &by_category {
+            if out.len() == n {
+                return out;
+            }
+            out.extend(v.get(round));
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    out
 }
 
 /// `eval/rlhf.svg`: the held-out reward after SFT, each rejection-sampling round and each
