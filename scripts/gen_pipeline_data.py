@@ -47,6 +47,7 @@ import os
 import random
 import re
 
+from gen_preferences import rating_of  # the rating of an answer off by d
 from gen_rlhf_prompts import RED_TEAM  # the red-team phrasings of the RLHF examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,17 +206,6 @@ def gatt_dialog(rng, turns):
 
 
 # ---------------------------------------------------------------- preferences
-def rating_of(d):
-    d = abs(d)
-    if d >= 10:
-        return "significantly_better"
-    if d >= 4:
-        return "better"
-    if d >= 2:
-        return "slightly_better"
-    return "negligibly_better"
-
-
 def garbled(rng, start, s):
     """A broken answer of the kind a small policy samples: cut short, or a wrong number
     run into stray words."""

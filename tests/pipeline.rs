@@ -5,6 +5,10 @@
 //! models go to Hugging Face layouts and back.
 #![cfg(feature = "train")]
 
+mod common;
+
+use common::example;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -157,7 +161,7 @@ fn the_micro_pipeline_runs_every_stage_resumes_and_repeats() {
 
     // The same seed in another directory, from the command line: the same numbers.
     let b = tempfile::tempdir().unwrap();
-    let out = Command::new(example())
+    let out = Command::new(example("pipeline"))
         .args(["--scale", "micro", "--out"])
         .arg(b.path())
         .output()
@@ -187,7 +191,7 @@ fn the_micro_pipeline_runs_every_stage_resumes_and_repeats() {
     assert_eq!(numbers(&twin), numbers(&report));
 
     // The reward model goes to transformers' LlamaForSequenceClassification layout.
-    let reward_example = example().with_file_name("reward");
+    let reward_example = example("reward");
     let hf = a.path().join("reward-hf");
     let out = Command::new(&reward_example)
         .args(["export", "--model"])
@@ -248,26 +252,10 @@ fn a_stop_ends_the_run_between_stages_with_nothing_half_written() {
     assert!(!empty.path().join("config.json").exists());
 }
 
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/pipeline");
-    assert!(
-        path.exists(),
-        "{} is missing: run the whole test suite (`cargo test --release --workspace`), which builds the examples",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn the_example_refuses_unknown_stages() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(example())
+    let out = Command::new(example("pipeline"))
         .args(["--scale", "micro", "--from", "reward", "--out"])
         .arg(dir.path())
         .output()

@@ -3,6 +3,10 @@
 //! outputs and exits 0; bad input exits non-zero naming what is wrong, before sampling.
 #![cfg(feature = "train")]
 
+mod common;
+
+use common::example;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -10,23 +14,6 @@ use llama2_burn::backend::{self, Selected};
 use llama2_burn::import::{Checkpoint, StorageDtype, TokenizerFile};
 use llama2_burn::model::{LlamaConfig, Tokenizer};
 use llama2_burn::reward::{RewardMeta, RewardModelConfig};
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the whole test suite (`cargo test --release --workspace`), which builds the examples",
-        path.display()
-    );
-    path
-}
 
 /// A tiny policy record with the small tokenizer, and two reward records.
 fn models(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

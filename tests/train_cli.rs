@@ -4,22 +4,13 @@
 //! to exactly the uninterrupted run's curve.
 #![cfg(feature = "train")]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::example;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The example binary that `cargo test` builds beside the test binaries.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the whole test suite (`cargo test --release --workspace`), which builds the examples",
-        path.display()
-    );
-    path
-}
 
 fn finetune(out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(example("finetune"));

@@ -101,3 +101,21 @@ pub fn argmax_rows(values: &[f32], width: usize) -> Vec<usize> {
         })
         .collect()
 }
+
+/// The example binary `name` that `cargo test` builds beside the test binaries.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the whole test suite (`cargo test --release --workspace`), which builds the examples",
+        path.display()
+    );
+    path
+}

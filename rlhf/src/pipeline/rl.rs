@@ -22,6 +22,23 @@ struct Rewards<B: burn::tensor::backend::Backend> {
     safety: RewardModel<B>,
 }
 
+impl<B: burn::tensor::backend::Backend> Rewards<B> {
+    /// The combined reward of eq. 3 for a policy of `vocab_size` tokens.
+    fn scorer(
+        &self,
+        vocab_size: usize,
+        ctx: &StageContext<'_>,
+    ) -> Result<RewardScorer<'_, B>, RlhfError> {
+        RewardScorer::new(
+            &self.helpfulness,
+            Some(&self.safety),
+            vocab_size,
+            ctx.tokenizer.eos_id(),
+            "helpfulness + safety reward models",
+        )
+    }
+}
+
 fn rewards<B: AutodiffBackend>(
     ctx: &StageContext<'_>,
     device: &B::Device,
@@ -57,15 +74,7 @@ pub(crate) fn rejection_stage<B: AutodiffBackend>(
     let policy = ctx.load_policy::<B>(&ctx.dir(Stage::Sft).join("model.bpk"), device)?;
     let (prompts, held_out) = prompt_sets(ctx, policy.config.max_seq_len)?;
     let rm = rewards::<B>(ctx, device)?;
-    let vocab = policy.config.vocab_size;
-    let eos = ctx.tokenizer.eos_id();
-    let mut scorer = RewardScorer::new(
-        &rm.helpfulness,
-        Some(&rm.safety),
-        vocab,
-        eos,
-        "helpfulness + safety reward models",
-    )?;
+    let mut scorer = rm.scorer(policy.config.vocab_size, ctx)?;
     let sft: TrainConfig = loop_config(ctx, Stage::RejectionSampling, 0).with_schedule(
         WarmupCosineConfig::new()
             .with_peak_lr(c.rs_lr)
@@ -140,13 +149,7 @@ pub(crate) fn ppo_stage<B: AutodiffBackend>(
     let rm = rewards::<B>(ctx, device)?;
     let (value, _) =
         RewardModel::<B>::load(ctx.dir(Stage::RewardHelpfulness).join("reward.bpk"), device)?;
-    let mut scorer = RewardScorer::new(
-        &rm.helpfulness,
-        Some(&rm.safety),
-        policy.config.vocab_size,
-        ctx.tokenizer.eos_id(),
-        "helpfulness + safety reward models",
-    )?;
+    let mut scorer = rm.scorer(policy.config.vocab_size, ctx)?;
     let mut train = paper_ppo_train()
         .with_micro_batch_size(c.ppo_minibatch.min(16))
         .with_dashboard(false)

@@ -19,7 +19,6 @@ use crate::pipeline::language::{pretrain_stage, sft_stage};
 use crate::pipeline::report::{HeldOutReport, PipelineReport, StageReport};
 use crate::pipeline::reward::reward_stage;
 use crate::pipeline::rl::{ppo_stage, rejection_stage};
-use crate::rejection::save_policy;
 
 /// What every stage sees.
 pub(crate) struct StageContext<'a> {
@@ -210,7 +209,7 @@ impl Pipeline {
                 Stage::Ppo => ppo_stage::<B>(&ctx, device)?,
                 Stage::Eval => {
                     let (r, held_out) = eval_stage::<B>(&ctx, &report.stages, device)?;
-                    self.finish::<B>(&ctx, &held_out, device)?;
+                    self.finish(&ctx, &held_out)?;
                     report.held_out = Some(held_out);
                     r
                 }
@@ -254,29 +253,23 @@ impl Pipeline {
 
     /// The pretraining stage's report with a base checkpoint: nothing to do.
     fn base_stage(&self) -> StageReport {
-        let mut r = StageReport::new(
+        StageReport::new(
             Stage::Pretrain,
             crate::pipeline::report::KeyMetric {
                 name: "skipped: starts from the base checkpoint".into(),
                 before: 0.0,
                 after: 0.0,
             },
-        );
-        r.outputs = Vec::new();
-        r
+        )
     }
 
-    /// Writes the final model and the held-out report.
-    fn finish<B: AutodiffBackend>(
-        &self,
-        ctx: &StageContext<'_>,
-        held_out: &HeldOutReport,
-        device: &B::Device,
-    ) -> Result<(), RlhfError> {
+    /// Writes the held-out report and the final model (the PPO record, copied).
+    fn finish(&self, ctx: &StageContext<'_>, held_out: &HeldOutReport) -> Result<(), RlhfError> {
         write_json(&ctx.dir(Stage::Eval).join("held_out.json"), held_out)?;
-        let ppo =
-            ctx.load_policy::<B::InnerBackend>(&ctx.dir(Stage::Ppo).join("policy.bpk"), device)?;
-        save_policy(&ppo, &self.final_model(), Some(ctx.tokenizer_file))
+        let ppo = ctx.dir(Stage::Ppo).join("policy.bpk");
+        let bytes = fs::read(&ppo).map_err(|e| RlhfError::io(&ppo, e))?;
+        llama2::atomic::write_bytes(&self.final_model(), &bytes)?;
+        Ok(())
     }
 }
 
