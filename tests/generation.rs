@@ -11,7 +11,8 @@ use llama2::Llama;
 use llama2::chat::{Message, UNSAFE_ERROR, encode_dialog};
 use llama2::generation::sampling::softmax;
 use llama2::generation::{
-    FinishReason, GenerationError, GenerationOptions, Generator, SamplerConfig,
+    DecodeBatch, FinishReason, GenerationError, GenerationOptions, Generator, RowEvent,
+    SamplerConfig,
 };
 use llama2::tokenizer::Tokenizer;
 use safetensors::SafeTensors;
@@ -370,6 +371,71 @@ fn chat_completion_uses_meta_prompt_and_matches_transformers() {
         .unwrap();
     assert_eq!(text[0].prompt_len, ids(file, "text.prompt").len());
     assert_eq!(text[0].tokens, ids(file, "text.output"));
+}
+
+/// Rows that join a running batch at later steps, and rows that leave it early, still give
+/// transformers' greedy continuations and the logprobs of the same prompt alone.
+#[test]
+fn rows_joining_and_leaving_a_running_batch_match_transformers() {
+    let model = load("tiny/meta-1");
+    let tok = tokenizer();
+    let prompts: Vec<Vec<u32>> = (0..3)
+        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.prompt")))
+        .collect();
+    let expected: Vec<Vec<u32>> = (0..3)
+        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.output")))
+        .collect();
+    let options = greedy(16).with_logprobs(true);
+    let generator = Generator::new(&model, &tok).unwrap();
+    let alone: Vec<_> = prompts
+        .iter()
+        .map(|p| generator.generate(std::slice::from_ref(p), &options).unwrap())
+        .collect();
+    let mut batch = DecodeBatch::new(&model, &tok, 3, 64).unwrap();
+    let short = options.clone().with_max_gen_len(2);
+    let mut done = std::collections::BTreeMap::new();
+    let mut texts = std::collections::BTreeMap::<u64, String>::new();
+    let mut ids_of = vec![batch.add(&prompts[2], &options, 0).unwrap()];
+    let early = batch.add(&prompts[0], &short, 0).unwrap();
+    let mut steps = 0;
+    while !batch.is_empty() {
+        batch
+            .step(&mut |id, event| match event {
+                RowEvent::Text(t) => texts.entry(id).or_default().push_str(t),
+                RowEvent::Done(c) => {
+                    done.insert(id, c);
+                }
+            })
+            .unwrap();
+        steps += 1;
+        // Row 0 joins after the first step, row 1 after the fifth, into the slot the early
+        // row left.
+        if steps == 1 || steps == 5 {
+            let i = ids_of.len() - 1;
+            ids_of.push(batch.add(&prompts[i], &options, 0).unwrap());
+        }
+    }
+    assert_eq!(ids_of.len(), 3);
+    assert_eq!(done.len(), 4);
+    assert_eq!(done[&early].tokens, expected[0][..2]);
+    for (i, row) in [2, 0, 1].into_iter().enumerate() {
+        let c = &done[&ids_of[i]];
+        assert_eq!(c.tokens, expected[row], "prompt {row}");
+        assert_eq!(texts.get(&ids_of[i]).map(String::as_str).unwrap_or(""), c.text);
+        let (got, want) = (c.logprobs.as_ref().unwrap(), alone[row][0].logprobs.as_ref().unwrap());
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-4, "prompt {row}: logprob {g} vs {w} alone");
+        }
+    }
+    // A full batch admits no more rows until one leaves.
+    let mut full = DecodeBatch::new(&model, &tok, 1, 64).unwrap();
+    full.add(&prompts[0], &options, 0).unwrap();
+    assert!(!full.admits(3, &options));
+    assert!(matches!(
+        full.add(&prompts[1], &options, 0),
+        Err(GenerationError::BatchFull)
+    ));
 }
 
 fn out_dialog() -> Vec<Message> {

@@ -74,6 +74,10 @@ pub enum GenerationError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
 
+    /// A batch has no free row, or its cache window cannot hold the sequence now.
+    #[error("the batch is full: no free row or cache positions for this sequence")]
+    BatchFull,
+
     /// Logits could not be read back from the device.
     #[error("cannot read logits from the backend: {0}")]
     Backend(String),

@@ -5,6 +5,8 @@
 //! |---|---|
 //! | [`sampling`] | [`SamplerConfig`] / [`Sampler`]: greedy, temperature, top-k, Meta's top-p, seeded |
 //! | [`generate`] | [`Generator`]: batched generation with a KV cache, EOS and stop sequences, logprobs, echo, streaming |
+//! | [`batch`] | [`DecodeBatch`]: the decode state of a ragged batch that rows join and leave between steps (continuous batching) |
+//! | `row` | one sequence: its sampler, text, stop sequences and logprobs |
 //! | [`error`] | [`GenerationError`] |
 //!
 //! ```no_run
@@ -20,10 +22,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod batch;
 pub mod error;
 pub mod generate;
+mod row;
 pub mod sampling;
 
+pub use batch::{DecodeBatch, RowEvent, RowId};
 pub use error::GenerationError;
 pub use generate::{ChatCompletion, Completion, FinishReason, GenerationOptions, Generator};
 pub use sampling::{Sampler, SamplerConfig};

@@ -85,19 +85,22 @@ impl<B: Backend> Attention<B> {
     /// cache is given, to the `start_pos` positions it already holds (the new keys and values
     /// are written into it).
     ///
-    /// `mask` is added to the attention scores; pass the causal mask when `seq_len > 1`.
+    /// `mask` is added to the attention scores: one mask for every row (first axis 1), or one
+    /// per row (first axis `batch`, e.g. [`super::mask::row_causal_mask`]). Pass the causal mask
+    /// when `seq_len > 1`.
     ///
     /// # Shapes
     ///
     /// - x: `[batch, seq_len, dim]`
-    /// - mask: `[seq_len, start_pos + seq_len]` (or `[seq_len, seq_len]` without a cache)
+    /// - mask: `[1 | batch, seq_len, start_pos + seq_len]` (or `[.., seq_len, seq_len]` without
+    ///   a cache)
     /// - output: `[batch, seq_len, dim]`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RotaryEmbedding<B>,
         start_pos: usize,
-        mask: Option<Tensor<B, 2>>,
+        mask: Option<Tensor<B, 3>>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [batch, seq_len, _] = x.dims();
@@ -150,14 +153,21 @@ impl<B: Backend> Attention<B> {
             // The mask rows repeat for every query head of a group; scores and mask are
             // flattened so that the mask broadcasts as one whole row per (batch, kv head).
             Some(mask) => {
+                let mask_rows = mask.dims()[0];
                 let mask = if group == 1 {
                     mask
                 } else {
-                    mask.repeat_dim(0, group)
+                    mask.repeat_dim(1, group)
                 };
-                (scores.reshape([batch * kv_heads, rows * keys_len])
-                    + mask.reshape([1, rows * keys_len]))
-                .reshape([batch, kv_heads, rows, keys_len])
+                if mask_rows == 1 {
+                    (scores.reshape([batch * kv_heads, rows * keys_len])
+                        + mask.reshape([1, rows * keys_len]))
+                    .reshape([batch, kv_heads, rows, keys_len])
+                } else {
+                    (scores.reshape([batch, kv_heads, rows * keys_len])
+                        + mask.reshape([mask_rows, 1, rows * keys_len]))
+                    .reshape([batch, kv_heads, rows, keys_len])
+                }
             }
             None => scores,
         };

@@ -60,7 +60,7 @@ impl<B: Backend> TransformerBlock<B> {
         x: Tensor<B, 3>,
         rope: &RotaryEmbedding<B>,
         start_pos: usize,
-        mask: Option<Tensor<B, 2>>,
+        mask: Option<Tensor<B, 3>>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         // Residual sums written `f(x) + x` rather than `x + f(x)` (the same sum): the

@@ -10,20 +10,48 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 ///
 /// # Shapes
 ///
-/// - output: `[seq_len, start_pos + seq_len]`
+/// - output: `[1, seq_len, start_pos + seq_len]` (one mask for every row of a batch)
 pub fn causal_mask<B: Backend>(
     seq_len: usize,
     start_pos: usize,
     device: &B::Device,
-) -> Tensor<B, 2> {
+) -> Tensor<B, 3> {
+    row_causal_mask(seq_len, start_pos, &[0], device)
+}
+
+/// Causal mask of rows whose sequences start at different positions: row `b` attends to
+/// keys `first_keys[b] ..= start_pos + i` only (earlier positions of its cache row belong to
+/// no sequence of its own). Rows that join a running batch start at a later position; as the
+/// rotary embedding makes attention depend on relative positions only, the row computes what
+/// it would from position 0.
+///
+/// A row's `first_keys[b]` must not exceed `start_pos + seq_len - 1` (every query keeps at
+/// least its own key).
+///
+/// # Shapes
+///
+/// - output: `[first_keys.len(), seq_len, start_pos + seq_len]`
+pub fn row_causal_mask<B: Backend>(
+    seq_len: usize,
+    start_pos: usize,
+    first_keys: &[usize],
+    device: &B::Device,
+) -> Tensor<B, 3> {
     let total = start_pos + seq_len;
-    let mut values = vec![0.0f32; seq_len * total];
-    for i in 0..seq_len {
-        for v in &mut values[i * total + start_pos + i + 1..(i + 1) * total] {
-            *v = f32::NEG_INFINITY;
+    let rows = first_keys.len();
+    let mut values = vec![0.0f32; rows * seq_len * total];
+    for (b, &first) in first_keys.iter().enumerate() {
+        for i in 0..seq_len {
+            let row = &mut values[(b * seq_len + i) * total..(b * seq_len + i + 1) * total];
+            let own = start_pos + i;
+            for (k, v) in row.iter_mut().enumerate() {
+                if k > own || k < first.min(own) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
         }
     }
-    Tensor::from_data(TensorData::new(values, [seq_len, total]), device)
+    Tensor::from_data(TensorData::new(values, [rows, seq_len, total]), device)
 }
 
 #[cfg(test)]
@@ -38,6 +66,17 @@ mod tests {
         assert_eq!(
             mask.into_data().to_vec::<f32>().unwrap(),
             vec![0.0, 0.0, ninf, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn row_masks_hide_keys_before_each_rows_start() {
+        let mask = row_causal_mask::<TestBackend>(1, 3, &[0, 2], &Default::default());
+        let ninf = f32::NEG_INFINITY;
+        assert_eq!(mask.dims(), [2, 1, 4]);
+        assert_eq!(
+            mask.into_data().to_vec::<f32>().unwrap(),
+            vec![0.0, 0.0, 0.0, 0.0, ninf, ninf, 0.0, 0.0]
         );
     }
 }

@@ -9,7 +9,7 @@ use super::attention::AttentionConfig;
 use super::block::{TransformerBlock, TransformerBlockConfig};
 use super::feed_forward::FeedForwardConfig;
 use super::linear_rows;
-use super::mask::causal_mask;
+use super::mask::{causal_mask, row_causal_mask};
 use super::rms_norm::{RmsNorm, RmsNormConfig};
 use super::rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
 use crate::cache::KvCache;
@@ -115,7 +115,53 @@ impl<B: Backend> Llama<B> {
         &self,
         tokens: Tensor<B, 2, Int>,
         start_pos: usize,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let seq_len = tokens.dims()[1];
+        let device = tokens.device();
+        let mask = (seq_len > 1).then(|| causal_mask::<B>(seq_len, start_pos, &device));
+        self.hidden_states_masked(tokens, start_pos, cache, mask)
+    }
+
+    /// [`hidden_states`](Self::hidden_states) for rows whose sequences start at different
+    /// cache positions (continuous batching): row `b` attends to positions
+    /// `first_keys[b] ..` of its cache row only (see [`row_causal_mask`]).
+    ///
+    /// # Shapes
+    ///
+    /// - tokens: `[batch, seq_len]`, `first_keys.len() == batch`
+    /// - output: `[batch, seq_len, dim]`
+    ///
+    /// # Panics
+    ///
+    /// As [`hidden_states`](Self::hidden_states), and if `first_keys` does not have one entry
+    /// per row.
+    pub fn hidden_states_from(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        start_pos: usize,
+        cache: Option<&mut KvCache<B>>,
+        first_keys: &[usize],
+    ) -> Tensor<B, 3> {
+        let [batch, seq_len] = tokens.dims();
+        assert_eq!(first_keys.len(), batch, "one first key position per row");
+        let device = tokens.device();
+        let mask = if first_keys.iter().all(|&k| k == 0) {
+            (seq_len > 1).then(|| causal_mask::<B>(seq_len, start_pos, &device))
+        } else {
+            Some(row_causal_mask::<B>(
+                seq_len, start_pos, first_keys, &device,
+            ))
+        };
+        self.hidden_states_masked(tokens, start_pos, cache, mask)
+    }
+
+    fn hidden_states_masked(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        start_pos: usize,
         mut cache: Option<&mut KvCache<B>>,
+        mask: Option<Tensor<B, 3>>,
     ) -> Tensor<B, 3> {
         let [_, seq_len] = tokens.dims();
         let end = start_pos + seq_len;
@@ -131,8 +177,6 @@ impl<B: Backend> Llama<B> {
                 "cache built for another model"
             );
         }
-        let device = tokens.device();
-        let mask = (seq_len > 1).then(|| causal_mask::<B>(seq_len, start_pos, &device));
         let mut h = self.tok_embeddings.forward(tokens);
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
