@@ -95,6 +95,7 @@ fn variant(error: &ImportError) -> &'static str {
         ImportError::Lora(_) => "Lora",
         ImportError::TensorData { .. } => "TensorData",
         ImportError::Tokenizer { .. } => "Tokenizer",
+        ImportError::Hub(_) => "Hub",
     }
 }
 

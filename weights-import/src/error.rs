@@ -117,6 +117,10 @@ pub enum ImportError {
     /// A tokenizer file (or the one a record carries) does not load.
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    /// A Hugging Face Hub repo id could not be resolved to local files.
+    #[cfg(feature = "hub")]
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     /// Reading a tensor's bytes failed.
     #[error("{path}: cannot read tensor `{tensor}`: {message}")]
     TensorData {

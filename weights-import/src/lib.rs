@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`meta`] | Meta's `params.json` + `consolidated.NN.pth` (bf16, model-parallel shards merged) |
 //! | [`hf`] | Hugging Face `config.json` + safetensors (single or sharded), q/k un-permuted |
+//! | [`hub`] | models and tokenizers by Hugging Face Hub repo id: the local HF cache, then downloads |
 //! | [`record`] | llama2-burn record files (burnpack, f32 / f16 / bf16) with their config and tokenizer |
 //! | [`tokenizer_file`] | the tokenizer bytes a record carries |
 //! | [`export`] | back out to Hugging Face safetensors |
@@ -31,6 +32,8 @@ pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hf;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod layout;
 pub mod limits;
 pub mod meta;
