@@ -29,15 +29,20 @@ use llama2_burn::model::generation::{GenerationOptions, Generator, SamplerConfig
 #[derive(Parser, Debug)]
 #[command(verbatim_doc_comment)]
 struct Args {
-    /// A Burn record file, or a Meta or Hugging Face directory.
-    #[arg(long, default_value_os_t = common::default_model())]
-    model: PathBuf,
+    /// A Burn record file, a Meta or Hugging Face directory, or a
+    /// Hugging Face Hub repo id (org/name: the local HF cache, else a download).
+    /// [default: runs/pipeline/model.bpk when it exists, else tests/data/tiny-chat]
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Revision (branch, tag or commit hash) of a --model repo id.
+    #[arg(long, default_value = common::DEFAULT_REVISION)]
+    revision: String,
     /// LoRA adapters to merge into the model: an adapters file from the finetune
     /// example or a Hugging Face PEFT directory.
     #[arg(long)]
     adapters: Option<PathBuf>,
-    /// SentencePiece tokenizer.model (or tokenizer.json); default: the one stored
-    /// with the model, else Meta's Llama 2 tokenizer.
+    /// SentencePiece tokenizer.model (or tokenizer.json), or a Hub repo id (read at
+    /// main); default: the one stored with the model, else Meta's Llama 2 tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// System prompt for the interactive conversation.
@@ -66,9 +71,10 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     common::init_logging();
-    let tokenizer = common::resolve_tokenizer(args.tokenizer.as_deref(), &args.model)?;
+    let model_path = common::model_arg(args.model.as_deref(), &args.revision)?;
+    let tokenizer = common::resolve_tokenizer(args.tokenizer.as_deref(), &model_path)?;
     let dialogs = args.dialog.as_ref().map(load_dialogs).transpose()?;
-    let mut model = common::load_model(&args.model)?;
+    let mut model = common::load_model(&model_path)?;
     if let Some(path) = &args.adapters {
         model = common::apply_adapters(model, path)?;
     }

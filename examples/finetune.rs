@@ -40,16 +40,14 @@ use llama2_burn::model::train::{SftConfig, TrainConfig, WarmupCosineConfig, fine
 mod common;
 use common::train_args::TrainArgs;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 #[derive(Parser, Debug)]
 #[command(about = "Supervised fine-tuning of Llama 2 on JSONL dialogs")]
 struct Args {
-    /// Record file, Meta directory or HF directory; default: a tiny model made
-    /// for the small test tokenizer.
+    /// Record file, Meta directory, HF directory or Hub repo id (at main); default: a
+    /// tiny model made for the small test tokenizer.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// SentencePiece model; default: the repository's small tokenizer.
+    /// SentencePiece model (or a Hub repo id); default: the repository's small tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// JSONL files; default: examples/data/sft_tiny.jsonl.
@@ -101,13 +99,17 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let tokenizer_path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(ROOT).join("tests/data/tokenizer/small.model"));
+    let tokenizer_path = match &args.tokenizer {
+        Some(path) => common::tokenizer_path(path, common::DEFAULT_REVISION)?,
+        None => common::data_path("tests/data/tokenizer/small.model"),
+    };
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .with_context(|| format!("tokenizer {}", tokenizer_path.display()))?;
-    let default_data = vec![format!("{ROOT}/examples/data/sft_tiny.jsonl")];
+    let default_data = vec![
+        common::data_path("examples/data/sft_tiny.jsonl")
+            .display()
+            .to_string(),
+    ];
     let mut config = match &args.config {
         Some(path) => {
             SftConfig::load(path).with_context(|| format!("config {}", path.display()))?
@@ -187,8 +189,11 @@ fn main() -> anyhow::Result<()> {
     let device = backend::device();
     SelectedAutodiff::seed(&device, config.train.seed);
     let model = match &args.model {
-        Some(path) => load_model::<SelectedAutodiff>(path, &device)
-            .with_context(|| format!("model {}", path.display()))?,
+        Some(path) => load_model::<SelectedAutodiff>(
+            common::model_path(path, common::DEFAULT_REVISION)?,
+            &device,
+        )
+        .with_context(|| format!("model {}", path.display()))?,
         None => {
             let mut c = llama2_burn::model::LlamaConfig::tiny_15m();
             c.dim = 64;

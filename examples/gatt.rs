@@ -38,12 +38,13 @@ use llama2_burn::rlhf::gatt::{
 #[derive(Parser, Debug)]
 #[command(verbatim_doc_comment)]
 struct Args {
-    /// A Burn record file, or a Meta or Hugging Face directory.
-    #[arg(long, default_value_os_t = common::committed_model())]
+    /// A Burn record file, a Meta or Hugging Face directory, or a Hub repo id (org/name).
+    #[arg(long, default_value = common::COMMITTED_MODEL)]
     model: PathBuf,
-    /// SentencePiece tokenizer.model (or tokenizer.json).
-    #[arg(long, default_value_os_t = common::default_tokenizer())]
-    tokenizer: PathBuf,
+    /// SentencePiece tokenizer.model (or tokenizer.json), or a Hub repo id.
+    /// [default: Meta's Llama 2 tokenizer, embedded in the binary]
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Source dialogs (JSONL); default: examples/data/gatt_dialogs.jsonl.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -132,9 +133,10 @@ fn real_main(args: Args) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let data = args.data.clone().unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/gatt_dialogs.jsonl")
-    });
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| common::data_path("examples/data/gatt_dialogs.jsonl"));
     let mut generator = instructions(&args)?;
     let dialogs = read_gatt_dialogs(&data, &mut generator)?;
     if dialogs.is_empty() {
@@ -156,7 +158,10 @@ fn real_main(args: Args) -> Result<()> {
         .with_per_turn(args.per_turn);
 
     let mut writer = GattWriter::create(&args.out)?;
-    let tokenizer = common::load_tokenizer(&args.tokenizer)?;
+    let tokenizer = match &args.tokenizer {
+        Some(path) => common::load_tokenizer(path)?,
+        None => common::default_tokenizer()?,
+    };
     let model = common::load_model(&args.model)?;
     let options = GenerationOptions::new(args.max_new_tokens)
         .with_sampler(SamplerConfig::new(args.temperature, args.top_p).with_seed(args.seed));

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example import -- --meta llama-2-7b --out llama-2-7b.bpk --dtype bf16
 //! cargo run --release --example import -- --hf Llama-2-7b-hf --out llama-2-7b.bpk
+//! cargo run --release --example import -- --hf meta-llama/Llama-2-7b-hf --out llama-2-7b.bpk
 //! cargo run --release --example import -- --record llama-2-7b.bpk --export-hf out-hf
 //! ```
 
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
+use llama2_burn::import::hub::{self, Hub, HubOptions};
 use llama2_burn::import::{Checkpoint, StorageDtype};
 
 #[derive(Parser, Debug)]
@@ -24,9 +26,13 @@ struct Args {
     /// Meta checkpoint directory (params.json + consolidated.NN.pth).
     #[arg(long)]
     meta: Option<PathBuf>,
-    /// Hugging Face directory (config.json + model.safetensors or an index).
+    /// Hugging Face directory (config.json + model.safetensors or an index), or a
+    /// Hugging Face Hub repo id (org/name: the local HF cache, else a download).
     #[arg(long)]
     hf: Option<PathBuf>,
+    /// Revision (branch, tag or commit hash) of an --hf repo id.
+    #[arg(long, default_value = hub::DEFAULT_REVISION)]
+    revision: String,
     /// An existing llama2-burn record file.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -57,9 +63,13 @@ fn bar(total: usize, what: &str) -> ProgressBar {
 }
 
 fn run(args: Args) -> Result<(), llama2_burn::import::ImportError> {
+    let hf = match &args.hf {
+        Some(hf) => Some(Hub::new(HubOptions::from_env()).locate_model(hf, &args.revision)?),
+        None => None,
+    };
     let source = args
         .meta
-        .or(args.hf)
+        .or(hf)
         .or(args.record)
         .expect("clap requires a source");
     let checkpoint = Checkpoint::open(&source)?.with_check_finite(args.check_finite);

@@ -28,8 +28,6 @@ use clap::Parser;
 use llama2_burn::backend::{self, SelectedAutodiff};
 use llama2_burn::rlhf::pipeline::{Pipeline, PipelineConfig, Scale, Stage};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 /// Runs the Llama 2 recipe end to end and reports what each stage did.
 #[derive(Parser, Debug)]
 struct Args {
@@ -73,7 +71,7 @@ fn run(args: Args) -> Result<()> {
     let data = args
         .data
         .clone()
-        .unwrap_or_else(|| PathBuf::from(ROOT).join("examples/data/pipeline"));
+        .unwrap_or_else(|| common::data_path("examples/data/pipeline"));
     let (mut config, scale) = match &args.config {
         Some(path) => (
             PipelineConfig::load(path).with_context(|| format!("config {}", path.display()))?,

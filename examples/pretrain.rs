@@ -21,7 +21,7 @@ use llama2_burn::import::{StorageDtype, save_model_with_tokenizer};
 use llama2_burn::model::train::{PretrainConfig, TrainConfig, WarmupCosineConfig, pretrain};
 use llama2_burn::model::{LlamaConfig, Tokenizer};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tokenizer");
+const DATA: &str = "tests/data/tokenizer";
 
 #[path = "common/mod.rs"]
 mod common;
@@ -76,7 +76,7 @@ fn main() -> anyhow::Result<()> {
     let tokenizer_path = args
         .tokenizer
         .clone()
-        .unwrap_or_else(|| PathBuf::from(DATA).join("small.model"));
+        .unwrap_or_else(|| common::data_path(format!("{DATA}/small.model")));
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .with_context(|| format!("tokenizer {}", tokenizer_path.display()))?;
 
@@ -98,7 +98,11 @@ fn main() -> anyhow::Result<()> {
                         .with_warmup_steps(30)
                         .with_total_steps(0),
                 ),
-            vec![format!("{DATA}/small_corpus.txt")],
+            vec![
+                common::data_path(format!("{DATA}/small_corpus.txt"))
+                    .display()
+                    .to_string(),
+            ],
         )
         .with_cache_dir("runs/token-cache".into()),
     };

@@ -38,8 +38,6 @@ use serde_json::json;
 mod common;
 use common::train_args::TrainArgs;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 #[derive(Parser, Debug)]
 #[command(about = "Train, score with and evaluate Llama 2 reward models (paper §3.2.2)")]
 struct Args {
@@ -100,11 +98,12 @@ impl From<Margin> for MarginKind {
 
 #[derive(clap::Args, Debug)]
 struct TrainCmd {
-    /// Chat/SFT model to initialise from (record, Meta or HF folder); default: a tiny
-    /// random model for the repository's small tokenizer.
+    /// Chat/SFT model to initialise from (record, Meta or HF folder, or a Hub repo id
+    /// at main); default: a tiny random model for the repository's small tokenizer.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Tokenizer; default: the model's own, else the repository's small tokenizer.
+    /// Tokenizer (a file or a Hub repo id); default: the model's own, else the
+    /// repository's small tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Preference JSONL files; default: examples/data/preferences_train.jsonl.
@@ -195,7 +194,7 @@ fn export(cmd: ExportCmd) -> Result<()> {
 }
 
 fn small_tokenizer() -> PathBuf {
-    PathBuf::from(ROOT).join("tests/data/tokenizer/small.model")
+    common::data_path("tests/data/tokenizer/small.model")
 }
 
 /// The explicit tokenizer, else the one stored with `model`, else the small one.
@@ -213,16 +212,26 @@ fn tokenizer_for(explicit: Option<&Path>, model: Option<&Path>) -> Result<(Token
     Ok((common::load_tokenizer(&path)?, path))
 }
 
+/// A repository data file ([`common::data_path`]) as a config's path string.
+fn data_file(relative: &str) -> String {
+    common::data_path(relative).display().to_string()
+}
+
 fn strings(paths: &[PathBuf]) -> Vec<String> {
     paths.iter().map(|p| p.display().to_string()).collect()
 }
 
 fn train(cmd: TrainCmd) -> Result<()> {
     common::init_logging();
-    let (tokenizer, _) = tokenizer_for(cmd.tokenizer.as_deref(), cmd.model.as_deref())?;
+    let base = cmd
+        .model
+        .as_deref()
+        .map(|m| common::model_path(m, common::DEFAULT_REVISION))
+        .transpose()?;
+    let (tokenizer, _) = tokenizer_for(cmd.tokenizer.as_deref(), base.as_deref())?;
     let default_data = cmd.data.is_empty();
     let data = if default_data {
-        vec![format!("{ROOT}/examples/data/preferences_train.jsonl")]
+        vec![data_file("examples/data/preferences_train.jsonl")]
     } else {
         strings(&cmd.data)
     };
@@ -250,7 +259,7 @@ fn train(cmd: TrainCmd) -> Result<()> {
     config.valid = if !cmd.valid.is_empty() {
         strings(&cmd.valid)
     } else if default_data {
-        vec![format!("{ROOT}/examples/data/preferences_heldout.jsonl")]
+        vec![data_file("examples/data/preferences_heldout.jsonl")]
     } else {
         Vec::new()
     };
@@ -277,7 +286,7 @@ fn train(cmd: TrainCmd) -> Result<()> {
 
     let device = backend::device();
     SelectedAutodiff::seed(&device, config.train.seed);
-    let trunk = match &cmd.model {
+    let trunk = match &base {
         Some(path) => load_model::<SelectedAutodiff>(path, &device)
             .with_context(|| format!("model {}", path.display()))?,
         None => {
@@ -383,7 +392,7 @@ fn eval(cmd: EvalCmd) -> Result<()> {
     let (model, _) = load_reward(&cmd.model)?;
     let (tokenizer, _) = tokenizer_for(cmd.tokenizer.as_deref(), Some(&cmd.model))?;
     let data = if cmd.data.is_empty() {
-        vec![PathBuf::from(ROOT).join("examples/data/preferences_heldout.jsonl")]
+        vec![common::data_path("examples/data/preferences_heldout.jsonl")]
     } else {
         cmd.data.clone()
     };

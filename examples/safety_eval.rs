@@ -22,8 +22,6 @@ use common::train_args::positive;
 use llama2_burn::rlhf::rollout::read_prompts;
 use llama2_burn::rlhf::safety::{SafetyEvalConfig, safety_eval};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 /// Violation rate per risk category and helpfulness of a policy.
 #[derive(Parser, Debug)]
 struct Args {
@@ -72,7 +70,7 @@ fn run(args: Args) -> Result<()> {
     let policy = common::load_model(&args.policy)?;
     let safety = common::load_reward(&args.safety)?;
     let helpfulness = common::load_reward(&args.reward)?;
-    let data = PathBuf::from(ROOT).join("examples/data");
+    let data = common::data_path("examples/data");
     let max = policy.config.max_seq_len;
     let red_team = read_prompts(
         &args.red_team.unwrap_or_else(|| data.join("red_team.jsonl")),

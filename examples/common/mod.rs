@@ -25,12 +25,105 @@ pub fn default_model() -> PathBuf {
 
 /// `tests/data/tiny-chat`: a random-weight model with Llama 2's vocabulary.
 pub fn committed_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-chat")
+    data_path(COMMITTED_MODEL)
 }
 
-/// Meta's Llama 2 `tokenizer.model`, committed under `tests/data`.
-pub fn default_tokenizer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llama2-tokenizer/tokenizer.model")
+/// [`committed_model`] as `--help` shows it.
+pub const COMMITTED_MODEL: &str = "tests/data/tiny-chat";
+
+/// Where Meta's Llama 2 `tokenizer.model` is committed; the examples carry a copy
+/// ([`default_tokenizer`]).
+pub const LLAMA2_TOKENIZER: &str = "tests/data/llama2-tokenizer/tokenizer.model";
+
+/// Meta's Llama 2 `tokenizer.model`, embedded in the binary.
+pub const LLAMA2_TOKENIZER_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/llama2-tokenizer/tokenizer.model"
+));
+
+/// Meta's Llama 2 tokenizer, from the copy embedded in the binary.
+pub fn default_tokenizer() -> Result<Tokenizer> {
+    Tokenizer::from_sentencepiece_bytes(LLAMA2_TOKENIZER_BYTES)
+        .context("cannot load the embedded Llama 2 tokenizer")
+}
+
+/// A file of the repository (`tests/data/...`, `examples/data/...`), found at run time so
+/// that a binary moved elsewhere still finds it: under `$LLAMA2_BURN_ROOT` when set; else
+/// in the current directory when it holds the file; else in the first directory above
+/// the executable (`target/<profile>/examples/`) that holds it; else where it was at
+/// build time.
+pub fn data_path(relative: impl AsRef<Path>) -> PathBuf {
+    let relative = relative.as_ref();
+    if let Some(root) = std::env::var_os("LLAMA2_BURN_ROOT").filter(|r| !r.is_empty()) {
+        return Path::new(&root).join(relative);
+    }
+    if relative.exists() {
+        return relative.to_path_buf();
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(found) = exe
+            .ancestors()
+            .skip(1)
+            .map(|dir| dir.join(relative))
+            .find(|p| p.exists())
+    {
+        return found;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A path as given, or, for a relative path under `tests/data/` or `examples/data/`
+/// that the current directory lacks, the repository's file ([`data_path`]).
+pub fn repo_file(path: &Path) -> PathBuf {
+    let in_repo = path.starts_with("tests/data") || path.starts_with("examples/data");
+    if in_repo && !path.exists() {
+        data_path(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// The local HF cache, token and offline setting from the environment.
+pub fn hub() -> &'static llama2_burn::import::hub::Hub {
+    use llama2_burn::import::hub::{Hub, HubOptions};
+    static HUB: std::sync::OnceLock<Hub> = std::sync::OnceLock::new();
+    HUB.get_or_init(|| Hub::new(HubOptions::from_env()))
+}
+
+/// The revision of a `--model` repo id when none is given.
+pub const DEFAULT_REVISION: &str = llama2_burn::import::hub::DEFAULT_REVISION;
+
+/// A `--model` argument: an existing path (or a repository file, [`repo_file`]) as is;
+/// otherwise a Hugging Face Hub repo id (`org/name`) at `revision`, resolved to its
+/// snapshot directory in the local HF cache, downloading what is missing.
+pub fn model_path(arg: &Path, revision: &str) -> Result<PathBuf> {
+    let path = repo_file(arg);
+    hub().locate_model(&path, revision).with_context(|| {
+        format!(
+            "{} is not a local file or directory; as a Hugging Face Hub repo id",
+            arg.display()
+        )
+    })
+}
+
+/// The `--model` given ([`model_path`]), else [`default_model`].
+pub fn model_arg(model: Option<&Path>, revision: &str) -> Result<PathBuf> {
+    match model {
+        Some(model) => model_path(model, revision),
+        None => Ok(default_model()),
+    }
+}
+
+/// A `--tokenizer` argument: an existing file as is; otherwise a Hugging Face Hub repo
+/// id at `revision`, resolved to its `tokenizer.model` (or `tokenizer.json`).
+pub fn tokenizer_path(arg: &Path, revision: &str) -> Result<PathBuf> {
+    let path = repo_file(arg);
+    hub().locate_tokenizer(&path, revision).with_context(|| {
+        format!(
+            "{} is not a local file; as a Hugging Face Hub repo id",
+            arg.display()
+        )
+    })
 }
 
 /// Logs to stderr, `RUST_LOG` overriding `info`.
@@ -43,17 +136,20 @@ pub fn init_logging() {
         .init();
 }
 
+/// Loads a tokenizer file, or the tokenizer of a Hub repo id at `main` ([`tokenizer_path`]).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    Tokenizer::from_file(path).with_context(|| format!("cannot load tokenizer {}", path.display()))
+    let path = tokenizer_path(path, DEFAULT_REVISION)?;
+    Tokenizer::from_file(&path).with_context(|| format!("cannot load tokenizer {}", path.display()))
 }
 
-/// The tokenizer `explicit` names; without one, the tokenizer the model at
-/// `model` carries (a record's, or a Meta/HF folder's `tokenizer.model` /
-/// `tokenizer.json`); without that, [`default_tokenizer`].
+/// The tokenizer `explicit` names (a file or a Hub repo id at `main`); without one, the
+/// tokenizer the model at `model` carries (a record's, or a Meta/HF folder's
+/// `tokenizer.model` / `tokenizer.json`); without that, [`default_tokenizer`].
 pub fn resolve_tokenizer(explicit: Option<&Path>, model: &Path) -> Result<Tokenizer> {
     if let Some(path) = explicit {
         return load_tokenizer(path);
     }
+    let model = &repo_file(model);
     if model.exists()
         && let Some(tokenizer) = llama2_burn::import::model_tokenizer(model)
             .with_context(|| format!("cannot read the tokenizer of {}", model.display()))?
@@ -61,10 +157,13 @@ pub fn resolve_tokenizer(explicit: Option<&Path>, model: &Path) -> Result<Tokeni
         tracing::info!("using the tokenizer stored with {}", model.display());
         return Ok(tokenizer);
     }
-    load_tokenizer(&default_tokenizer())
+    default_tokenizer()
 }
 
+/// Loads a model: a record file, a Meta or HF directory, or a Hub repo id at `main`
+/// ([`model_path`]; resolve the path first for another revision).
 pub fn load_model(path: &Path) -> Result<Llama<Selected>> {
+    let path = &model_path(path, DEFAULT_REVISION)?;
     if !path.exists() {
         bail!("model path {} does not exist", path.display());
     }
@@ -244,9 +343,8 @@ pub fn rlhf_prompt_sets(
     Vec<llama2_burn::rlhf::rollout::Prompt>,
 )> {
     use llama2_burn::rlhf::rollout::read_prompts;
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data");
-    let prompts = prompts.unwrap_or_else(|| data.join("rlhf_prompts.jsonl"));
-    let held_out = held_out.unwrap_or_else(|| data.join("rlhf_heldout.jsonl"));
+    let prompts = prompts.unwrap_or_else(|| data_path("examples/data/rlhf_prompts.jsonl"));
+    let held_out = held_out.unwrap_or_else(|| data_path("examples/data/rlhf_heldout.jsonl"));
     Ok((
         read_prompts(&prompts, tokenizer, max_seq_len)?,
         read_prompts(&held_out, tokenizer, max_seq_len)?,
