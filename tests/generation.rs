@@ -389,7 +389,11 @@ fn rows_joining_and_leaving_a_running_batch_match_transformers() {
     let generator = Generator::new(&model, &tok).unwrap();
     let alone: Vec<_> = prompts
         .iter()
-        .map(|p| generator.generate(std::slice::from_ref(p), &options).unwrap())
+        .map(|p| {
+            generator
+                .generate(std::slice::from_ref(p), &options)
+                .unwrap()
+        })
         .collect();
     let mut batch = DecodeBatch::new(&model, &tok, 3, 64).unwrap();
     let short = options.clone().with_max_gen_len(2);
@@ -421,11 +425,20 @@ fn rows_joining_and_leaving_a_running_batch_match_transformers() {
     for (i, row) in [2, 0, 1].into_iter().enumerate() {
         let c = &done[&ids_of[i]];
         assert_eq!(c.tokens, expected[row], "prompt {row}");
-        assert_eq!(texts.get(&ids_of[i]).map(String::as_str).unwrap_or(""), c.text);
-        let (got, want) = (c.logprobs.as_ref().unwrap(), alone[row][0].logprobs.as_ref().unwrap());
+        assert_eq!(
+            texts.get(&ids_of[i]).map(String::as_str).unwrap_or(""),
+            c.text
+        );
+        let (got, want) = (
+            c.logprobs.as_ref().unwrap(),
+            alone[row][0].logprobs.as_ref().unwrap(),
+        );
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() < 1e-4, "prompt {row}: logprob {g} vs {w} alone");
+            assert!(
+                (g - w).abs() < 1e-4,
+                "prompt {row}: logprob {g} vs {w} alone"
+            );
         }
     }
     // A full batch admits no more rows until one leaves.

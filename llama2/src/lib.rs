@@ -9,6 +9,7 @@
 //! | [`chat`] | §3.1 | the Llama 2-Chat dialog format (`[INST]`, `<<SYS>>`) |
 //! | [`generation`] | — | sampling (greedy, temperature, top-k, top-p) and Meta's `generate`, `text_completion`, `chat_completion` |
 //! | [`lora`] | — | LoRA adapters (Hu et al., 2021): attach, freeze, merge, save and load |
+//! | `serve` (feature `serve`) | — | an OpenAI-compatible HTTP server with streaming and continuous batching |
 //! | `train` (feature `train`) | §2.2, §3.1 | pretraining and supervised fine-tuning on burn-train |
 //! | [`atomic`] | — | outputs written to a temporary sibling and renamed into place |
 //!
@@ -23,6 +24,8 @@ pub mod config;
 pub mod generation;
 pub mod lora;
 pub mod model;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;
