@@ -143,13 +143,14 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
 }
 
 /// The tokenizer `explicit` names (a file or a Hub repo id at `main`); without one, the
-/// tokenizer the model at `model` carries (a record's, or a Meta/HF folder's
-/// `tokenizer.model` / `tokenizer.json`); without that, [`default_tokenizer`].
+/// tokenizer the model at `model` (a path, or a Hub repo id at `main`) carries (a
+/// record's, or a Meta/HF folder's `tokenizer.model` / `tokenizer.json`); without that,
+/// [`default_tokenizer`].
 pub fn resolve_tokenizer(explicit: Option<&Path>, model: &Path) -> Result<Tokenizer> {
     if let Some(path) = explicit {
         return load_tokenizer(path);
     }
-    let model = &repo_file(model);
+    let model = &model_path(model, DEFAULT_REVISION)?;
     if model.exists()
         && let Some(tokenizer) = llama2_burn::import::model_tokenizer(model)
             .with_context(|| format!("cannot read the tokenizer of {}", model.display()))?
