@@ -377,3 +377,181 @@ fn generate_offline_without_the_repo_says_what_to_do() {
     }
     assert!(!error.contains("panicked"), "{error}");
 }
+
+/// A stand-in for the Hub's file endpoint on loopback: `/{repo}/resolve/{revision}/{file}`
+/// (`main` or the commit) with the headers `huggingface_hub` reads (`x-repo-commit`, `etag`, `content-range`),
+/// byte ranges, a gated repo that needs `Bearer secret`, and 404s with `x-error-code`.
+/// Returns its address and a log of the paths asked for.
+fn fake_hub(
+    files: Vec<(&'static str, PathBuf)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let (mut range, mut auth) = (None, None);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("range: bytes=") {
+                    let (a, b) = v.trim().split_once('-').unwrap();
+                    range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
+                } else if lower.starts_with("authorization:") {
+                    auth = Some(line["authorization:".len()..].trim().to_string());
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            seen.lock().unwrap().push(path.clone());
+            let parts: Vec<&str> = path.trim_start_matches('/').splitn(5, '/').collect();
+            let reply = |stream: &mut std::net::TcpStream,
+                         status: &str,
+                         headers: &str,
+                         body: &[u8]| {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(body);
+            };
+            let found = match parts.as_slice() {
+                [org, name, "resolve", revision, file]
+                    if *revision == "main" || *revision == COMMIT =>
+                {
+                    let repo = format!("{org}/{name}");
+                    let gated = repo == "org/gated";
+                    if gated && auth.as_deref() != Some("Bearer secret") {
+                        reply(
+                            &mut stream,
+                            "401 Unauthorized",
+                            "x-error-code: GatedRepo\r\n",
+                            b"",
+                        );
+                        continue;
+                    }
+                    (repo == "org/tiny" || gated)
+                        .then(|| files.iter().find(|(f, _)| f == file))
+                        .flatten()
+                }
+                _ => None,
+            };
+            let Some((file, source)) = found else {
+                reply(
+                    &mut stream,
+                    "404 Not Found",
+                    "x-error-code: EntryNotFound\r\n",
+                    b"",
+                );
+                continue;
+            };
+            let bytes = std::fs::read(source).unwrap();
+            let (start, end) = match range {
+                Some((a, b)) => (a, b.unwrap_or(bytes.len() - 1).min(bytes.len() - 1)),
+                None => (0, bytes.len() - 1),
+            };
+            let headers = format!(
+                "x-repo-commit: {COMMIT}\r\netag: \"etag-{file}\"\r\ncontent-range: bytes {start}-{end}/{}\r\n",
+                bytes.len()
+            );
+            reply(
+                &mut stream,
+                "206 Partial Content",
+                &headers,
+                &bytes[start..=end],
+            );
+        }
+    });
+    (address, log)
+}
+
+#[test]
+fn missing_files_are_downloaded_into_the_cache_and_then_used_offline() {
+    let files = model_files(&tiny("hf"));
+    let (endpoint, log) = fake_hub(files.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let online = |token: Option<&str>| {
+        Hub::new(HubOptions {
+            cache_dir: cache.path().to_path_buf(),
+            offline: false,
+            token: token.map(str::to_string),
+            endpoint: Some(endpoint.clone()),
+            progress: false,
+        })
+    };
+    let dir = online(None).model("org/tiny", "main").unwrap();
+    assert_eq!(
+        dir,
+        cache
+            .path()
+            .join("models--org--tiny")
+            .join("snapshots")
+            .join(COMMIT)
+    );
+    assert_eq!(
+        std::fs::read_to_string(cache.path().join("models--org--tiny/refs/main"))
+            .unwrap()
+            .trim(),
+        COMMIT
+    );
+    // What a model needs, and nothing else (generation_config.json stays on the Hub).
+    let needed: Vec<_> = files
+        .iter()
+        .filter(|(name, _)| *name != "generation_config.json")
+        .collect();
+    assert_eq!(needed.len(), 3);
+    assert!(!dir.join("generation_config.json").exists());
+    for (name, source) in needed {
+        assert_eq!(
+            std::fs::read(dir.join(name)).unwrap(),
+            std::fs::read(source).unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(summary(&dir), summary(&tiny("hf")));
+    let asked = log.lock().unwrap().len();
+    assert!(
+        asked >= files.len(),
+        "{asked} requests for {} files",
+        files.len()
+    );
+
+    // Now cached: offline, and online without asking the Hub again.
+    assert_eq!(
+        offline_hub(cache.path()).model("org/tiny", "main").unwrap(),
+        dir
+    );
+    assert_eq!(online(None).model("org/tiny", "main").unwrap(), dir);
+    assert_eq!(log.lock().unwrap().len(), asked);
+
+    // A gated repo: 401 without the token, served with it.
+    match online(None).model("org/gated", "main") {
+        Err(HubError::Unauthorized {
+            status: 401,
+            had_token: false,
+            ..
+        }) => {}
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    let gated = online(Some("secret")).model("org/gated", "main").unwrap();
+    assert_eq!(summary(&gated), summary(&tiny("hf")));
+    // A repo the Hub does not have.
+    match online(None).model("org/absent", "main") {
+        Err(HubError::NotFound { repo, file, .. }) => {
+            assert_eq!(repo, "org/absent");
+            assert_eq!(file, "config.json");
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}

@@ -24,11 +24,12 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
-use hf_hub::progress::{DownloadEvent, Progress, ProgressEvent, ProgressHandler};
-use hf_hub::{HFClient, HFClientSync, HFError};
+use hf_hub::api::sync::{Api, ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
 
 /// The revision used when none is given.
 pub const DEFAULT_REVISION: &str = "main";
@@ -264,7 +265,7 @@ fn valid_revision(revision: &str) -> bool {
 /// Resolves repo ids to local files, in the cache or downloaded into it.
 pub struct Hub {
     options: HubOptions,
-    client: OnceLock<HFClientSync>,
+    client: OnceLock<Api>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -360,17 +361,20 @@ impl Hub {
         Snapshot::open(self, repo, revision)?.require(file)
     }
 
-    fn client(&self) -> std::result::Result<&HFClientSync, HFError> {
+    fn client(&self) -> std::result::Result<&Api, ApiError> {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let mut builder = HFClient::builder()
-            .cache_dir(&self.options.cache_dir)
-            .endpoint(self.options.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT));
-        if let Some(token) = &self.options.token {
-            builder = builder.token(token);
-        }
-        let client = builder.build_sync()?;
+        let client = ApiBuilder::from_cache(Cache::new(self.options.cache_dir.clone()))
+            .with_endpoint(
+                self.options
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+            )
+            .with_token(self.options.token.clone())
+            .with_progress(self.options.progress && std::io::stderr().is_terminal())
+            .build()?;
         Ok(self.client.get_or_init(|| client))
     }
 }
@@ -510,22 +514,14 @@ impl<'a> Snapshot<'a> {
             "downloading {file} from {} (revision {revision})",
             self.repo
         );
-        let error = |e: HFError| self.download_error(e, file);
+        let error = |e: ApiError| self.download_error(e, file);
         let client = self.hub.client().map_err(error)?;
-        let (owner, name) = hf_hub::split_id(self.repo);
-        let progress = self
-            .hub
-            .options
-            .progress
-            .then(|| Progress::new(Bar::new(file)));
-        let path = client
-            .model(owner, name)
-            .download_file()
-            .filename(file)
-            .revision(revision)
-            .maybe_progress(progress)
-            .send()
-            .map_err(error)?;
+        let repo = client.repo(Repo::with_revision(
+            self.repo.to_string(),
+            RepoType::Model,
+            revision,
+        ));
+        let path = repo.download(file).map_err(error)?;
         if self.commit.is_none() {
             self.commit = commit_of(&self.folder, &path).or_else(|| {
                 std::fs::read_to_string(self.folder.join("refs").join(self.revision))
@@ -536,37 +532,25 @@ impl<'a> Snapshot<'a> {
         Ok(path)
     }
 
-    fn download_error(&self, e: HFError, file: &str) -> HubError {
-        let context = match &e {
-            HFError::AuthRequired { context } | HFError::Forbidden { context } => Some(context),
-            HFError::Http { context } => Some(context),
-            _ => None,
-        };
-        let not_found = matches!(
-            e,
-            HFError::RepoNotFound { .. }
-                | HFError::RevisionNotFound { .. }
-                | HFError::EntryNotFound { .. }
-        ) || context.is_some_and(|c| {
-            c.status.as_u16() == 404
-                || matches!(
-                    c.error_code.as_deref(),
-                    Some("RepoNotFound" | "RevisionNotFound" | "EntryNotFound")
-                )
-        });
-        if not_found {
-            return self.not_found(file);
-        }
-        if let Some(c) = context
-            && matches!(c.status.as_u16(), 401 | 403)
+    fn download_error(&self, e: ApiError, file: &str) -> HubError {
+        if let ApiError::RequestError(request) = &e
+            && let ureq::Error::Status(status, response) = request.as_ref()
         {
-            return HubError::Unauthorized {
-                repo: self.repo.into(),
-                revision: self.revision.into(),
-                file: file.into(),
-                status: c.status.as_u16(),
-                had_token: self.hub.options.token.is_some(),
-            };
+            let code = response.header("x-error-code").unwrap_or("");
+            if *status == 404
+                || matches!(code, "RepoNotFound" | "RevisionNotFound" | "EntryNotFound")
+            {
+                return self.not_found(file);
+            }
+            if matches!(status, 401 | 403) {
+                return HubError::Unauthorized {
+                    repo: self.repo.into(),
+                    revision: self.revision.into(),
+                    file: file.into(),
+                    status: *status,
+                    had_token: self.hub.options.token.is_some(),
+                };
+            }
         }
         HubError::Download {
             repo: self.repo.into(),
@@ -628,55 +612,6 @@ fn shard_names(index: &Path) -> Result<BTreeSet<String>> {
         names.insert(file);
     }
     Ok(names)
-}
-
-/// A download progress bar on standard error.
-struct Bar(indicatif::ProgressBar);
-
-impl Bar {
-    fn new(file: &str) -> Self {
-        let bar = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(file.to_string());
-        Self(bar)
-    }
-}
-
-impl ProgressHandler for Bar {
-    fn on_progress(&self, event: &ProgressEvent) {
-        let ProgressEvent::Download(event) = event else {
-            return;
-        };
-        match event {
-            DownloadEvent::Start { total_bytes, .. } => self.0.set_length(*total_bytes),
-            DownloadEvent::Progress { files } => {
-                if let Some(done) = files.iter().map(|f| f.bytes_completed).max() {
-                    self.0.set_position(done);
-                }
-            }
-            DownloadEvent::AggregateProgress {
-                bytes_completed,
-                total_bytes,
-                ..
-            } => {
-                self.0.set_length(*total_bytes);
-                self.0.set_position(*bytes_completed);
-            }
-            DownloadEvent::Complete => self.0.finish(),
-        }
-    }
-}
-
-impl Drop for Bar {
-    fn drop(&mut self) {
-        if !self.0.is_finished() {
-            self.0.abandon();
-        }
-    }
 }
 
 #[cfg(test)]

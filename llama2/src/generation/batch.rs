@@ -213,6 +213,19 @@ impl<'a, B: Backend> DecodeBatch<'a, B> {
             self.clock = 0;
             return Ok(());
         };
+        if clock >= self.window {
+            // Unreachable for admitted rows (each fits before the window's end); ends them
+            // rather than writing past the cache.
+            for slot in self.slots.iter_mut().flatten() {
+                let id = slot.id;
+                slot.row.finish(FinishReason::Length, &mut |s| {
+                    on_event(id, RowEvent::Text(s))
+                })?;
+            }
+            self.flush_done(on_event);
+            self.clock = 0;
+            return Ok(());
+        }
         let rows = last + 1;
         // Every live row feeds `n` positions: its prompt tokens while inside the prompt.
         let n = live
