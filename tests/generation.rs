@@ -451,6 +451,61 @@ fn rows_joining_and_leaving_a_running_batch_match_transformers() {
     ));
 }
 
+/// Rows that join a long batch, before and after the shared cache has moved positions into
+/// its main buffer (the second reads part of its prompt in one pass, the rest per step),
+/// still decode what they decode alone.
+#[test]
+fn a_row_joining_late_in_a_long_batch_matches_the_row_alone() {
+    let model = load("tiny/meta-1");
+    let tok = tokenizer();
+    let prompts: Vec<Vec<u32>> = (0..3)
+        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.prompt")))
+        .collect();
+    let long = greedy(90);
+    let options = greedy(24).with_logprobs(true);
+    let generator = Generator::new(&model, &tok).unwrap();
+    let mut batch = DecodeBatch::new(&model, &tok, 3, 192).unwrap();
+    let mut done = std::collections::BTreeMap::new();
+    let first = batch.add(&prompts[0], &long, 0).unwrap();
+    let mut joined = Vec::new();
+    let mut steps = 0;
+    while !batch.is_empty() {
+        batch
+            .step(&mut |id, event| {
+                if let RowEvent::Done(c) = event {
+                    done.insert(id, c);
+                }
+            })
+            .unwrap();
+        steps += 1;
+        // Clock 63 (the tail's last position) and 70 (past the first move into the main
+        // buffer).
+        if steps == 61 || steps == 68 {
+            let p = &prompts[joined.len() + 1];
+            joined.push((batch.add(p, &options, 0).unwrap(), p.clone()));
+        }
+    }
+    assert_eq!(done.len(), 3);
+    let alone = generator.generate(&prompts[..1], &long).unwrap();
+    assert_eq!(done[&first].tokens, alone[0].tokens);
+    for (id, prompt) in &joined {
+        let alone = generator
+            .generate(std::slice::from_ref(prompt), &options)
+            .unwrap()
+            .remove(0);
+        let c = &done[id];
+        assert_eq!(c.tokens, alone.tokens, "prompt of {} tokens", prompt.len());
+        let (got, want) = (
+            c.logprobs.as_ref().unwrap(),
+            alone.logprobs.as_ref().unwrap(),
+        );
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-4, "logprob {g} vs {w} alone");
+        }
+    }
+}
+
 fn out_dialog() -> Vec<Message> {
     vec![
         Message::system("Answer briefly."),

@@ -167,6 +167,58 @@ impl<B: Backend> LayerCache<B> {
         }
         parts
     }
+
+    /// Position-major keys and values of positions `positions` of batch row `row`, copies.
+    ///
+    /// # Shapes
+    ///
+    /// - output: two tensors `[1, positions.len(), n_kv_heads, head_dim]`
+    fn read_row(&self, row: usize, positions: Range<usize>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [_, _, heads, head_dim] = self.keys.dims();
+        let read = |t: &Tensor<B, 4>, rows: Range<usize>| {
+            t.clone().slice([row..row + 1, rows, 0..heads, 0..head_dim])
+        };
+        let mut keys = Vec::with_capacity(2);
+        let mut values = Vec::with_capacity(2);
+        let main = positions.start.min(self.committed)..positions.end.min(self.committed);
+        if !main.is_empty() {
+            keys.push(read(&self.keys, main.clone()));
+            values.push(read(&self.values, main));
+        }
+        let tail = positions.start.max(self.committed)..positions.end.max(self.committed);
+        if !tail.is_empty() {
+            let tail = tail.start - self.committed..tail.end - self.committed;
+            keys.push(read(&self.tail_keys, tail.clone()));
+            values.push(read(&self.tail_values, tail));
+        }
+        (Tensor::cat(keys, 1), Tensor::cat(values, 1))
+    }
+
+    /// Writes position-major keys and values of positions `start ..` into batch row `row`
+    /// (each position into the buffer that holds it now).
+    fn write_row(&mut self, row: usize, start: usize, keys: Tensor<B, 4>, values: Tensor<B, 4>) {
+        let [_, len, heads, head_dim] = keys.dims();
+        let end = start + len;
+        let write = |t: &mut Tensor<B, 4>, rows: Range<usize>, value: Tensor<B, 4>| {
+            t.inplace(|t| t.slice_assign([row..row + 1, rows, 0..heads, 0..head_dim], value))
+        };
+        let split = self.committed.clamp(start, end);
+        if split > start {
+            let n = split - start;
+            write(&mut self.keys, start..split, keys.clone().narrow(1, 0, n));
+            write(
+                &mut self.values,
+                start..split,
+                values.clone().narrow(1, 0, n),
+            );
+        }
+        if end > split {
+            let (from, n) = (split - start, end - split);
+            let rows = split - self.committed..end - self.committed;
+            write(&mut self.tail_keys, rows.clone(), keys.narrow(1, from, n));
+            write(&mut self.tail_values, rows, values.narrow(1, from, n));
+        }
+    }
 }
 
 /// Keys and values of every layer of a model.
@@ -221,5 +273,37 @@ impl<B: Backend> KvCache<B> {
     /// The cache of layer `index`.
     pub fn layer_mut(&mut self, index: usize) -> &mut LayerCache<B> {
         &mut self.layers[index]
+    }
+
+    /// The first position that a write lands in the small write buffer (cheap to write
+    /// into; earlier positions are in the main buffer, which a write copies whole on
+    /// copy-on-write backends).
+    pub fn tail_start(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.committed)
+    }
+
+    /// Copies positions `positions` of row `from_row` of `other` (a cache of the same model)
+    /// into row `row` of this cache: a sequence prefilled on its own joins a batch.
+    ///
+    /// # Panics
+    ///
+    /// If the caches belong to different models, or the positions were not written in
+    /// `other` or do not fit this cache (positions past `committed + tail` here).
+    pub fn copy_row_from(
+        &mut self,
+        other: &KvCache<B>,
+        from_row: usize,
+        row: usize,
+        positions: Range<usize>,
+    ) {
+        assert_eq!(
+            self.layers.len(),
+            other.layers.len(),
+            "caches of different models"
+        );
+        for (to, from) in self.layers.iter_mut().zip(&other.layers) {
+            let (keys, values) = from.read_row(from_row, positions.clone());
+            to.write_row(row, positions.start, keys, values);
+        }
     }
 }

@@ -7,8 +7,11 @@
 //! the rotary embedding makes attention depend on relative positions, it computes what it
 //! would alone. As in Meta's `generate`, a step feeds the prompt tokens of rows still inside
 //! their prompt (teacher forcing) and samples for the others: the first step of rows that
-//! start together feeds their common prompt length at once, a row that joins a running batch
-//! reads its prompt one token per step, beside the others' decoding.
+//! start together feeds their common prompt length at once. A row that joins a running batch
+//! at clock `c` reads its prompt but the last token in one pass of its own when it is added
+//! (at cache positions `c - k .. c`, as far back as the cache's small write buffer goes: see
+//! `prefill`), then goes on with the batch; the rest of a longer prompt is read one token
+//! per step.
 //!
 //! When the last row leaves, the clock goes back to 0. A row is admitted only if its whole
 //! length (`min(max_seq_len, prompt + max_gen_len)`) fits before the end of the cache
@@ -139,7 +142,8 @@ impl<'a, B: Backend> DecodeBatch<'a, B> {
         Ok(())
     }
 
-    /// Adds a row at the current clock; it is fed from the next [`step`](Self::step).
+    /// Adds a row at the current clock, reading its prompt at once when the batch is running
+    /// (see the module docs); it is fed from the next [`step`](Self::step).
     /// `stream` selects the sampler's random stream (see
     /// [`SamplerConfig::build_stream`](super::SamplerConfig::build_stream)).
     pub fn add(
@@ -173,12 +177,36 @@ impl<'a, B: Backend> DecodeBatch<'a, B> {
             .iter()
             .position(Option::is_none)
             .expect("admits() found a free slot");
-        self.slots[free] = Some(Slot {
-            id,
-            start: self.clock,
-            row,
-        });
+        let start = self.prefill(free, &row);
+        self.slots[free] = Some(Slot { id, start, row });
         Ok(id)
+    }
+
+    /// Reads the prompt of a row that joins a running batch in one pass of its own, up to
+    /// its last token (which the next step feeds, to sample from its logits): its first
+    /// `k` tokens go to cache positions `clock - k .. clock` of its slot, where
+    /// `k = min(prompt_len - 1, clock - tail_start)`: positions in the cache's small write
+    /// buffer only (a write into the main buffer copies it whole on copy-on-write backends,
+    /// which costs more than it saves). Returns the cache position of the row's position 0
+    /// (`clock` when nothing was prefilled: the batch is starting, or the row needs its
+    /// prompt's logprobs).
+    fn prefill(&mut self, slot: usize, row: &super::row::Row<'_>) -> usize {
+        let clock = self.clock;
+        let room = clock.saturating_sub(self.cache.tail_start());
+        let k = row.prompt_len.saturating_sub(1).min(room);
+        if k == 0 || row.done.is_some() || row.wants_prompt_logprobs() {
+            return clock;
+        }
+        let start = clock - k;
+        let ids: Vec<i64> = row.seq[..k].iter().map(|&t| i64::from(t)).collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, k]), &self.device);
+        let mut own = self.model.new_cache(1, clock);
+        // Only the keys and values are kept; the hidden states are not read.
+        let _ = self
+            .model
+            .hidden_states_from(tokens, start, Some(&mut own), &[start]);
+        self.cache.copy_row_from(&own, 0, slot, start..clock);
+        start
     }
 
     /// Removes a row (a cancelled request); `false` if it is not in the batch.
