@@ -29,22 +29,8 @@ use llama2_burn::model::generation::{GenerationOptions, Generator, SamplerConfig
 #[derive(Parser, Debug)]
 #[command(verbatim_doc_comment)]
 struct Args {
-    /// A Burn record file, a Meta or Hugging Face directory, or a
-    /// Hugging Face Hub repo id (org/name: the local HF cache, else a download).
-    /// [default: runs/pipeline/model.bpk when it exists, else tests/data/tiny-chat]
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Revision (branch, tag or commit hash) of a --model repo id.
-    #[arg(long, default_value = common::DEFAULT_REVISION)]
-    revision: String,
-    /// LoRA adapters to merge into the model: an adapters file from the finetune
-    /// example or a Hugging Face PEFT directory.
-    #[arg(long)]
-    adapters: Option<PathBuf>,
-    /// SentencePiece tokenizer.model (or tokenizer.json), or a Hub repo id (read at
-    /// main); default: the one stored with the model, else Meta's Llama 2 tokenizer.
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    model: common::ModelArgs,
     /// System prompt for the interactive conversation.
     #[arg(long)]
     system: Option<String>,
@@ -71,13 +57,9 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     common::init_logging();
-    let model_path = common::model_arg(args.model.as_deref(), &args.revision)?;
-    let tokenizer = common::resolve_tokenizer(args.tokenizer.as_deref(), &model_path)?;
+    let (model_path, tokenizer) = args.model.resolve()?;
     let dialogs = args.dialog.as_ref().map(load_dialogs).transpose()?;
-    let mut model = common::load_model(&model_path)?;
-    if let Some(path) = &args.adapters {
-        model = common::apply_adapters(model, path)?;
-    }
+    let model = args.model.load(&model_path)?;
     let generator = Generator::new(&model, &tokenizer)?;
     let options = GenerationOptions::new(args.max_new_tokens)
         .with_sampler(SamplerConfig::new(args.temperature, args.top_p).with_seed(args.seed));

@@ -10,7 +10,6 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -28,22 +27,8 @@ use llama2_burn::model::generation::{
 #[derive(Parser, Debug)]
 #[command(verbatim_doc_comment)]
 struct Args {
-    /// A Burn record file, a Meta (params.json + consolidated.*.pth) or Hugging Face directory, or a
-    /// Hugging Face Hub repo id (org/name: the local HF cache, else a download).
-    /// [default: runs/pipeline/model.bpk when it exists, else tests/data/tiny-chat]
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Revision (branch, tag or commit hash) of a --model repo id.
-    #[arg(long, default_value = common::DEFAULT_REVISION)]
-    revision: String,
-    /// LoRA adapters to merge into the model: an adapters file from the finetune
-    /// example or a Hugging Face PEFT directory.
-    #[arg(long)]
-    adapters: Option<PathBuf>,
-    /// SentencePiece tokenizer.model (or tokenizer.json), or a Hub repo id (read at
-    /// main); default: the one stored with the model, else Meta's Llama 2 tokenizer.
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    model: common::ModelArgs,
     /// Prompt text (BOS is prepended); repeat for a batch.
     #[arg(long)]
     prompt: Vec<String>,
@@ -88,8 +73,7 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     common::init_logging();
-    let model_path = common::model_arg(args.model.as_deref(), &args.revision)?;
-    let tokenizer = common::resolve_tokenizer(args.tokenizer.as_deref(), &model_path)?;
+    let (model_path, tokenizer) = args.model.resolve()?;
 
     let mut prompts: Vec<Vec<u32>> = Vec::new();
     for p in &args.prompt {
@@ -108,10 +92,7 @@ fn real_main(args: Args) -> Result<()> {
         .with_echo(args.echo)
         .with_stop_at_eos(!args.ignore_eos)
         .with_stop_sequences(args.stop.iter().cloned());
-    let mut model = common::load_model(&model_path)?;
-    if let Some(path) = &args.adapters {
-        model = common::apply_adapters(model, path)?;
-    }
+    let model = args.model.load(&model_path)?;
     let generator = Generator::new(&model, &tokenizer)?;
 
     let start = Instant::now();

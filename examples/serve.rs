@@ -10,7 +10,6 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -22,20 +21,8 @@ use llama2_burn::model::serve::{Engine, EngineConfig, ServerState, router};
 /// Concurrent requests are decoded together in one continuously batched KV cache.
 #[derive(Parser, Debug)]
 struct Args {
-    /// A Burn record file, a Meta or Hugging Face directory, or a Hub repo id (org/name).
-    /// [default: runs/pipeline/model.bpk when it exists, else tests/data/tiny-chat]
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Revision (branch, tag or commit hash) of a --model repo id.
-    #[arg(long, default_value = common::DEFAULT_REVISION)]
-    revision: String,
-    /// LoRA adapters to merge into the model (finetune's adapters file or a PEFT directory).
-    #[arg(long)]
-    adapters: Option<PathBuf>,
-    /// SentencePiece tokenizer.model (or tokenizer.json), or a Hub repo id; default: the
-    /// one stored with the model, else Meta's Llama 2 tokenizer.
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    model: common::ModelArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -82,19 +69,13 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     common::init_logging();
-    let model_path = common::model_arg(args.model.as_deref(), &args.revision)?;
-    let tokenizer = Arc::new(common::resolve_tokenizer(
-        args.tokenizer.as_deref(),
-        &model_path,
-    )?);
-    let mut model = common::load_model(&model_path)?;
-    if let Some(path) = &args.adapters {
-        model = common::apply_adapters(model, path)?;
-    }
+    let (model_path, tokenizer) = args.model.resolve()?;
+    let tokenizer = Arc::new(tokenizer);
+    let model = args.model.load(&model_path)?;
     let name = args
         .served_model_name
         .clone()
-        .unwrap_or_else(|| served_name(args.model.as_deref(), &model_path));
+        .unwrap_or_else(|| served_name(args.model.model.as_deref(), &model_path));
     let config = EngineConfig {
         max_batch: args.max_batch,
         window: args.window,

@@ -37,6 +37,17 @@ fn ids(file: &str, name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The three ragged prompts of `tiny/generation.safetensors` (3, 7 and 12 tokens) and
+/// transformers' greedy 16-token continuations of them.
+fn ragged() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let read = |what: &str| -> Vec<Vec<u32>> {
+        (0..3)
+            .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.{what}")))
+            .collect()
+    };
+    (read("prompt"), read("output"))
+}
+
 fn ref_ids(name: &str) -> Vec<u32> {
     reference(name).i64.iter().map(|&i| i as u32).collect()
 }
@@ -50,12 +61,7 @@ fn ragged_greedy_batch_matches_transformers_and_single_runs() {
     let model = load("tiny/meta-1");
     let tok = tokenizer();
     let generator = Generator::new(&model, &tok).unwrap();
-    let prompts: Vec<Vec<u32>> = (0..3)
-        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.prompt")))
-        .collect();
-    let expected: Vec<Vec<u32>> = (0..3)
-        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.output")))
-        .collect();
+    let (prompts, expected) = ragged();
     assert_eq!(prompts.iter().map(Vec::len).collect::<Vec<_>>(), [3, 7, 12]);
     let options = greedy(16);
     let batch = generator.generate(&prompts, &options).unwrap();
@@ -135,12 +141,7 @@ fn vanishing_top_p_temperature_and_top_k_one_are_greedy() {
     let model = load("tiny/meta-1");
     let tok = tokenizer();
     let generator = Generator::new(&model, &tok).unwrap();
-    let prompts: Vec<Vec<u32>> = (0..3)
-        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.prompt")))
-        .collect();
-    let expected: Vec<Vec<u32>> = (0..3)
-        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.output")))
-        .collect();
+    let (prompts, expected) = ragged();
     for sampler in [
         SamplerConfig::new(1.0, 0.0).with_seed(11),
         SamplerConfig::new(1e-3, 1.0).with_seed(12),
@@ -379,12 +380,7 @@ fn chat_completion_uses_meta_prompt_and_matches_transformers() {
 fn rows_joining_and_leaving_a_running_batch_match_transformers() {
     let model = load("tiny/meta-1");
     let tok = tokenizer();
-    let prompts: Vec<Vec<u32>> = (0..3)
-        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.prompt")))
-        .collect();
-    let expected: Vec<Vec<u32>> = (0..3)
-        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.output")))
-        .collect();
+    let (prompts, expected) = ragged();
     let options = greedy(16).with_logprobs(true);
     let generator = Generator::new(&model, &tok).unwrap();
     let alone: Vec<_> = prompts
@@ -458,9 +454,7 @@ fn rows_joining_and_leaving_a_running_batch_match_transformers() {
 fn a_row_joining_late_in_a_long_batch_matches_the_row_alone() {
     let model = load("tiny/meta-1");
     let tok = tokenizer();
-    let prompts: Vec<Vec<u32>> = (0..3)
-        .map(|i| ids("tiny/generation.safetensors", &format!("ragged_{i}.prompt")))
-        .collect();
+    let (prompts, _) = ragged();
     let long = greedy(90);
     let options = greedy(24).with_logprobs(true);
     let generator = Generator::new(&model, &tok).unwrap();

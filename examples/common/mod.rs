@@ -126,6 +126,46 @@ pub fn tokenizer_path(arg: &Path, revision: &str) -> Result<PathBuf> {
     })
 }
 
+/// The model a generation command runs (`generate`, `chat`, `serve`).
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// A Burn record file, a Meta (params.json + consolidated.*.pth) or Hugging Face directory,
+    /// or a Hugging Face Hub repo id (org/name: the local HF cache, else a download).
+    /// [default: runs/pipeline/model.bpk when it exists, else tests/data/tiny-chat]
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Revision (branch, tag or commit hash) of a --model repo id.
+    #[arg(long, default_value = DEFAULT_REVISION)]
+    pub revision: String,
+    /// LoRA adapters to merge into the model: an adapters file from the finetune
+    /// example or a Hugging Face PEFT directory.
+    #[arg(long)]
+    pub adapters: Option<PathBuf>,
+    /// SentencePiece tokenizer.model (or tokenizer.json), or a Hub repo id (read at
+    /// main); default: the one stored with the model, else Meta's Llama 2 tokenizer.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model's local path (a repo id resolved) and its tokenizer, before the model is
+    /// loaded.
+    pub fn resolve(&self) -> Result<(PathBuf, Tokenizer)> {
+        let path = model_arg(self.model.as_deref(), &self.revision)?;
+        let tokenizer = resolve_tokenizer(self.tokenizer.as_deref(), &path)?;
+        Ok((path, tokenizer))
+    }
+
+    /// The model at `path` (from [`resolve`](Self::resolve)) with the adapters merged.
+    pub fn load(&self, path: &Path) -> Result<Llama<Selected>> {
+        let model = load_model(path)?;
+        match &self.adapters {
+            Some(adapters) => apply_adapters(model, adapters),
+            None => Ok(model),
+        }
+    }
+}
+
 /// Logs to stderr, `RUST_LOG` overriding `info`.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
