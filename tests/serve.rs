@@ -384,7 +384,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
 }
 
 #[test]
-fn a_cancelled_stream_frees_its_row() {
+fn a_client_that_hangs_up_frees_its_row() {
     let server = Server::start(&[]);
     let max_tokens = 1500;
     let body = json!({"stream": true, "temperature": 1.0, "seed": 3, "max_tokens": max_tokens,
@@ -412,6 +412,32 @@ fn a_cancelled_stream_frees_its_row() {
         let health = server.get("/health");
         if health["rows"] == 0 {
             let steps = health["steps"].as_u64().unwrap();
+            assert!(
+                steps < max_tokens / 2,
+                "{steps} steps: the row ran on after the client left"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the row was not freed: {health}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // A whole (non-streamed) request whose client gives up waiting.
+    let before = server.get("/health")["steps"].as_u64().unwrap();
+    let gave_up = ureq::post(&format!("{}/v1/completions", server.base))
+        .timeout(Duration::from_millis(300))
+        .send_json(
+            json!({"prompt": "Once", "max_tokens": max_tokens, "temperature": 1.0,
+            "ignore_eos": true}),
+        );
+    assert!(
+        gave_up.is_err(),
+        "the request should time out on the client"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = server.get("/health");
+        if health["rows"] == 0 {
+            let steps = health["steps"].as_u64().unwrap() - before;
             assert!(
                 steps < max_tokens / 2,
                 "{steps} steps: the row ran on after the client left"
