@@ -216,6 +216,27 @@ fn completions_match_text_completion_with_logprobs() {
             .len(),
         2
     );
+    // Several prompts in one request: their choices in order, as each alone.
+    let others = generator
+        .text_completion(&["Hello".into()], &GenerationOptions::greedy(16))
+        .unwrap()
+        .remove(0);
+    let r = server
+        .post(
+            "/v1/completions",
+            &json!({"prompt": ["Once upon a time", "Hello"], "max_tokens": 16,
+                "temperature": 0}),
+        )
+        .unwrap();
+    let choices = r["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    assert_eq!(choices[0]["index"], 0);
+    assert_eq!(choices[0]["text"], expected.text.as_str());
+    assert_eq!(choices[1]["index"], 1);
+    assert_eq!(choices[1]["text"], others.text.as_str());
+    let prompt_tokens = tok.encode("Once upon a time", true, false).unwrap().len()
+        + tok.encode("Hello", true, false).unwrap().len();
+    assert_eq!(r["usage"]["prompt_tokens"], prompt_tokens);
     // n choices from one seed: reproducible, and different from each other.
     let body = json!({"prompt": "Once upon a time", "max_tokens": 12, "temperature": 1.0,
         "seed": 7, "n": 3});
@@ -332,6 +353,12 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
                 .post("/v1/completions", &json!({"prompt": [1, 99999]}))
                 .unwrap_err(),
             "prompt",
+        ),
+        (
+            server
+                .post("/v1/completions", &json!({"prompt": [[1, 2], [1, 99999]]}))
+                .unwrap_err(),
+            "prompt[1]",
         ),
     ];
     for ((status, body), param) in cases {

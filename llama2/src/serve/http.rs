@@ -146,7 +146,7 @@ struct Prepared {
     api: Api,
     id: String,
     model: String,
-    prompt: Vec<u32>,
+    prompt_tokens: usize,
     n: usize,
     stream: bool,
     include_usage: bool,
@@ -192,7 +192,7 @@ async fn chat(State(state): State<ServerState>, body: Bytes) -> Result<Response,
         api: Api::Chat,
         id: request_id("chatcmpl"),
         model: request.model.unwrap_or_else(|| state.model_id.to_string()),
-        prompt: encoded.tokens,
+        prompt_tokens: encoded.tokens.len(),
         n,
         stream: request.sampling.stream,
         include_usage: request
@@ -205,60 +205,73 @@ async fn chat(State(state): State<ServerState>, body: Bytes) -> Result<Response,
         // Meta's `chat_completion`: a dialog with special tags is not run.
         return Ok(unsafe_answer(&state, prepared));
     }
-    let events = state.engine.submit(prepared.prompt.clone(), opts, n);
+    let events = state.engine.submit(encoded.tokens, opts, n);
     respond(state, prepared, events).await
 }
 
 async fn completions(State(state): State<ServerState>, body: Bytes) -> Result<Response, ApiError> {
     let request: CompletionRequest = parse(&body)?;
-    let prompt = match &request.prompt {
-        Prompt::Text(text) => encode(&state, text)?,
-        Prompt::Texts(texts) if texts.len() == 1 => encode(&state, &texts[0])?,
-        Prompt::Texts(_) => {
-            return Err(ApiError::invalid(
-                "prompt",
-                "one prompt per request (send several requests; they are batched)",
-            ));
-        }
-        Prompt::Tokens(ids) => ids.clone(),
+    let prompts = match &request.prompt {
+        Prompt::Text(text) => vec![encode(&state, text)?],
+        Prompt::Tokens(ids) => vec![ids.clone()],
+        Prompt::Texts(texts) => texts
+            .iter()
+            .map(|t| encode(&state, t))
+            .collect::<Result<_, _>>()?,
+        Prompt::TokenLists(lists) => lists.clone(),
     };
-    if prompt.is_empty() {
-        return Err(ApiError::invalid("prompt", "the prompt has no tokens"));
-    }
-    if let Some(&id) = prompt
-        .iter()
-        .find(|&&id| id as usize >= state.tokenizer.vocab_size())
-    {
-        return Err(ApiError::invalid(
-            "prompt",
-            format!("token {id} is outside the vocabulary"),
-        ));
+    if prompts.is_empty() {
+        return Err(ApiError::invalid("prompt", "no prompt was given"));
     }
     let top = request.logprobs.unwrap_or(0);
     if top > 5 {
         return Err(ApiError::invalid("logprobs", "logprobs must be in 0..=5"));
     }
     let n = choices(&request.sampling, state.engine.max_batch())?;
-    let opts = options(
-        &request.sampling,
-        prompt.len(),
-        state.engine.max_seq_len(),
-        request.logprobs.is_some(),
-        top as usize,
-        request.echo,
-    )
-    .map_err(|mut e| {
-        if e.param.as_deref() == Some("messages") {
-            e.param = Some("prompt".into());
+    // Every prompt is checked before any is queued.
+    let mut jobs = Vec::with_capacity(prompts.len());
+    for (i, prompt) in prompts.into_iter().enumerate() {
+        let param = || {
+            if single_prompt(&request.prompt) {
+                "prompt".to_string()
+            } else {
+                format!("prompt[{i}]")
+            }
+        };
+        if prompt.is_empty() {
+            return Err(ApiError::invalid(&param(), "the prompt has no tokens"));
         }
-        e
-    })?;
+        if let Some(&id) = prompt
+            .iter()
+            .find(|&&id| id as usize >= state.tokenizer.vocab_size())
+        {
+            return Err(ApiError::invalid(
+                &param(),
+                format!("token {id} is outside the vocabulary"),
+            ));
+        }
+        let opts = options(
+            &request.sampling,
+            prompt.len(),
+            state.engine.max_seq_len(),
+            request.logprobs.is_some(),
+            top as usize,
+            request.echo,
+        )
+        .map_err(|mut e| {
+            if e.param.as_deref() == Some("messages") {
+                e.param = Some(param());
+            }
+            e
+        })?;
+        jobs.push((prompt, opts));
+    }
     let prepared = Prepared {
         api: Api::Completions,
         id: request_id("cmpl"),
         model: request.model.unwrap_or_else(|| state.model_id.to_string()),
-        prompt,
-        n,
+        prompt_tokens: jobs.iter().map(|(p, _)| p.len()).sum(),
+        n: n * jobs.len(),
         stream: request.sampling.stream,
         include_usage: request
             .sampling
@@ -266,8 +279,64 @@ async fn completions(State(state): State<ServerState>, body: Bytes) -> Result<Re
             .is_some_and(|o| o.include_usage),
         echo: request.echo,
     };
-    let events = state.engine.submit(prepared.prompt.clone(), opts, n);
+    let mut receivers: Vec<_> = jobs
+        .into_iter()
+        .map(|(prompt, opts)| state.engine.submit(prompt, opts, n))
+        .collect();
+    let events = if receivers.len() == 1 {
+        receivers.pop().unwrap()
+    } else {
+        merge(receivers, n)
+    };
     respond(state, prepared, events).await
+}
+
+/// Whether a completion request holds a single prompt (its errors name `prompt`, not
+/// `prompt[i]`).
+fn single_prompt(prompt: &Prompt) -> bool {
+    match prompt {
+        Prompt::Text(_) | Prompt::Tokens(_) => true,
+        Prompt::Texts(v) => v.len() == 1,
+        Prompt::TokenLists(v) => v.len() == 1,
+    }
+}
+
+/// The events of several prompts' requests as one request's: choice `j` of prompt `i` is
+/// choice `i * n + j`, OpenAI's order. Dropping the merged receiver drops them all (and so
+/// cancels them).
+fn merge(
+    receivers: Vec<UnboundedReceiver<EngineEvent>>,
+    n: usize,
+) -> UnboundedReceiver<EngineEvent> {
+    let (tx, merged) = tokio::sync::mpsc::unbounded_channel();
+    for (i, mut rx) in receivers.into_iter().enumerate() {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = rx.recv() => {
+                        let Some(event) = event else { return };
+                        let event = match event {
+                            EngineEvent::Text { index, text } => EngineEvent::Text {
+                                index: i * n + index,
+                                text,
+                            },
+                            EngineEvent::Done { index, completion } => EngineEvent::Done {
+                                index: i * n + index,
+                                completion,
+                            },
+                            failed => failed,
+                        };
+                        if tx.send(event).is_err() {
+                            return;
+                        }
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+    }
+    merged
 }
 
 fn encode(state: &ServerState, text: &str) -> Result<Vec<u32>, ApiError> {
@@ -306,7 +375,7 @@ async fn whole(
     }
     let done: Vec<Completion> = done.into_iter().flatten().collect();
     let generated = done.iter().map(|c| p.generated(c)).sum();
-    let usage = Usage::new(p.prompt.len(), generated);
+    let usage = Usage::new(p.prompt_tokens, generated);
     let choices: Vec<Value> = done
         .iter()
         .enumerate()
@@ -425,7 +494,7 @@ fn stream(state: ServerState, p: Prepared, mut events: UnboundedReceiver<EngineE
             }
         }
         if p.include_usage {
-            let usage = Usage::new(p.prompt.len(), generated);
+            let usage = Usage::new(p.prompt_tokens, generated);
             if !send(chunk(&p, created, json!([]), Some(usage))).await {
                 return;
             }
@@ -445,7 +514,7 @@ fn unsafe_answer(state: &ServerState, p: Prepared) -> Response {
         text: UNSAFE_ERROR.to_string(),
         logprobs: None,
         top_logprobs: None,
-        prompt_len: p.prompt.len(),
+        prompt_len: p.prompt_tokens,
         finish_reason: crate::generation::FinishReason::Unsafe,
     };
     if p.stream {
@@ -471,7 +540,7 @@ fn unsafe_answer(state: &ServerState, p: Prepared) -> Response {
         "created": now(),
         "model": p.model,
         "choices": choices,
-        "usage": Usage::new(p.prompt.len(), 0),
+        "usage": Usage::new(p.prompt_tokens, 0),
     }))
     .into_response()
 }

@@ -144,8 +144,10 @@ pub enum Prompt {
     Text(String),
     /// Token ids, as given.
     Tokens(Vec<u32>),
-    /// A list with one text.
+    /// Several texts (their choices in order, `n` per prompt).
     Texts(Vec<String>),
+    /// Several token-id prompts.
+    TokenLists(Vec<Vec<u32>>),
 }
 
 /// `POST /v1/completions`.
