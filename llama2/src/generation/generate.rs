@@ -29,6 +29,7 @@ use burn::tensor::backend::Backend;
 
 use super::batch::{DecodeBatch, RowEvent, RowId};
 use super::error::GenerationError;
+use super::row::lengths;
 use super::sampling::SamplerConfig;
 use crate::chat::{Message, Role, UNSAFE_ERROR, encode_dialog};
 use crate::model::Llama;
@@ -334,14 +335,13 @@ impl<'a, B: Backend> Generator<'a, B> {
         if prompts.is_empty() {
             return Err(GenerationError::NoPrompts);
         }
-        let config = &self.model.config;
-        let max_gen_len = options
-            .max_gen_len
-            .unwrap_or(config.max_seq_len.saturating_sub(1));
-        let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let window = config
-            .max_seq_len
-            .min(max_prompt.saturating_add(max_gen_len))
+        // The cache holds the longest sequence.
+        let max_seq_len = self.model.config.max_seq_len;
+        let window = prompts
+            .iter()
+            .map(|p| lengths(p.len(), options, max_seq_len).1)
+            .max()
+            .unwrap_or(0)
             .max(1);
         let mut batch = DecodeBatch::new(self.model, self.tokenizer, prompts.len(), window)?;
         for (index, p) in prompts.iter().enumerate() {

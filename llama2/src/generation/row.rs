@@ -62,12 +62,12 @@ impl<'t> Row<'t> {
                 }
             }
         }
-        let max_gen_len = options.max_gen_len.unwrap_or(max_seq_len.saturating_sub(1));
+        let (max_gen_len, total_len) = lengths(prompt.len(), options, max_seq_len);
         Ok(Self {
             options: options.clone(),
             prompt_len: prompt.len(),
             max_gen_len,
-            total_len: max_seq_len.min(prompt.len().saturating_add(max_gen_len)),
+            total_len,
             seq: prompt.to_vec(),
             sampler: options.sampler.build_stream(stream)?,
             eos_id: tokenizer.eos_id(),
@@ -223,6 +223,20 @@ impl<'t> Row<'t> {
             finish_reason: self.done.unwrap_or(FinishReason::Length),
         }
     }
+}
+
+/// A sequence's most new tokens (`options.max_gen_len`, else the context less one, Meta's
+/// default) and the positions it may use, `min(max_seq_len, prompt_len + max_gen_len)`.
+pub(crate) fn lengths(
+    prompt_len: usize,
+    options: &GenerationOptions,
+    max_seq_len: usize,
+) -> (usize, usize) {
+    let max_gen_len = options.max_gen_len.unwrap_or(max_seq_len.saturating_sub(1));
+    (
+        max_gen_len,
+        max_seq_len.min(prompt_len.saturating_add(max_gen_len)),
+    )
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of a stop
