@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,11 +21,16 @@ struct Server {
 }
 
 impl Server {
-    fn start(extra: &[&str]) -> Self {
+    /// The tiny chat model (Llama 2's vocabulary).
+    fn start() -> Self {
+        Self::with_model("tiny-chat")
+    }
+
+    /// The model at `tests/data/<model>`.
+    fn with_model(model: &str) -> Self {
         let mut child = Command::new(example("serve"))
-            .args(["--model", data_dir().join("tiny-chat").to_str().unwrap()])
+            .args(["--model", data_dir().join(model).to_str().unwrap()])
             .args(["--port", "0", "--max-batch", "16"])
-            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -59,6 +64,19 @@ impl Server {
             .unwrap()
             .into_json()
             .unwrap()
+    }
+
+    /// The decode steps run so far, read once no row is being decoded (within 30 s).
+    fn steps_when_idle(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = self.get("/health");
+            if health["rows"] == 0 {
+                return health["steps"].as_u64().unwrap();
+            }
+            assert!(Instant::now() < deadline, "the row was not freed: {health}");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The `data:` payloads of a streamed response, up to `[DONE]` (included).
@@ -114,7 +132,7 @@ fn greedy_answer(generator: &Generator<'_, B>, user: &str, max_tokens: usize) ->
 
 #[test]
 fn chat_whole_and_streamed_equal_generate() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let (model, tok) = (model(), tokenizer());
     let generator = Generator::new(&model, &tok).unwrap();
     let user = "Tell me a story about a brave llama.";
@@ -184,7 +202,7 @@ fn chat_whole_and_streamed_equal_generate() {
 
 #[test]
 fn completions_match_text_completion_with_logprobs() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let (model, tok) = (model(), tokenizer());
     let generator = Generator::new(&model, &tok).unwrap();
     let options = GenerationOptions::greedy(16).with_logprobs(true);
@@ -257,7 +275,7 @@ fn completions_match_text_completion_with_logprobs() {
 
 #[test]
 fn concurrent_requests_are_batched_and_answered_as_alone() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let (model, tok) = (model(), tokenizer());
     let generator = Generator::new(&model, &tok).unwrap();
     let n = 16;
@@ -319,7 +337,7 @@ fn concurrent_requests_are_batched_and_answered_as_alone() {
 
 #[test]
 fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let chat = |body: Value| server.post("/v1/chat/completions", &body).unwrap_err();
     let user = json!([{"role": "user", "content": "hi"}]);
     let cases = [
@@ -401,6 +419,21 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     assert_eq!(r["choices"][0]["finish_reason"], "content_filter");
     assert_eq!(models["object"], "list");
     assert_eq!(server.get("/health")["status"], "ok");
+    // A model whose vocabulary (512) is smaller than its tokenizer's: ids past the model's
+    // are refused before they reach the engine.
+    let small = Server::with_model("tiny/hf");
+    let (status, body) = small
+        .post(
+            "/v1/completions",
+            &json!({"prompt": [1, 600], "max_tokens": 2}),
+        )
+        .unwrap_err();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "prompt");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("512"),
+        "{body}"
+    );
     let ok = server
         .post(
             "/v1/chat/completions",
@@ -412,7 +445,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
 
 #[test]
 fn a_client_that_hangs_up_frees_its_row() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let max_tokens = 1500;
     let body = json!({"stream": true, "temperature": 1.0, "seed": 3, "max_tokens": max_tokens,
         "ignore_eos": true, "messages": [{"role": "user", "content": "Talk for a long time."}]});
@@ -431,23 +464,12 @@ fn a_client_that_hangs_up_frees_its_row() {
     }
     assert!(server.get("/health")["rows"].as_u64().unwrap() <= 1);
     // Hang up mid-stream.
-    let mut rest = [0u8; 1];
-    let _ = reader.get_mut().read(&mut rest);
     drop(reader);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let health = server.get("/health");
-        if health["rows"] == 0 {
-            let steps = health["steps"].as_u64().unwrap();
-            assert!(
-                steps < max_tokens / 2,
-                "{steps} steps: the row ran on after the client left"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "the row was not freed: {health}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let steps = server.steps_when_idle();
+    assert!(
+        steps < max_tokens / 2,
+        "{steps} steps: the row ran on after the client left"
+    );
     // A whole (non-streamed) request whose client gives up waiting.
     let before = server.get("/health")["steps"].as_u64().unwrap();
     let gave_up = ureq::post(&format!("{}/v1/completions", server.base))
@@ -460,18 +482,9 @@ fn a_client_that_hangs_up_frees_its_row() {
         gave_up.is_err(),
         "the request should time out on the client"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let health = server.get("/health");
-        if health["rows"] == 0 {
-            let steps = health["steps"].as_u64().unwrap() - before;
-            assert!(
-                steps < max_tokens / 2,
-                "{steps} steps: the row ran on after the client left"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "the row was not freed: {health}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let steps = server.steps_when_idle() - before;
+    assert!(
+        steps < max_tokens / 2,
+        "{steps} steps: the row ran on after the client left"
+    );
 }

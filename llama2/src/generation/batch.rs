@@ -28,8 +28,9 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::error::GenerationError;
 use super::generate::{Completion, FinishReason, GenerationOptions};
-use super::row::Row;
+use super::row::{Row, lengths};
 use crate::KvCache;
+use crate::config::LlamaConfig;
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
 
@@ -108,38 +109,15 @@ impl<'a, B: Backend> DecodeBatch<'a, B> {
 
     /// Whether a prompt of `prompt_len` tokens with these options would be admitted now.
     pub fn admits(&self, prompt_len: usize, options: &GenerationOptions) -> bool {
-        let max_seq_len = self.model.config.max_seq_len;
-        let max_gen = options.max_gen_len.unwrap_or(max_seq_len.saturating_sub(1));
-        let need = max_seq_len.min(prompt_len.saturating_add(max_gen));
+        let (_, need) = lengths(prompt_len, options, self.model.config.max_seq_len);
         let clock = if self.is_empty() { 0 } else { self.clock };
         self.slots.iter().any(Option::is_none) && clock + need <= self.window
     }
 
-    /// Checks a prompt and options against the model (the errors [`add`](Self::add) gives).
+    /// Checks a prompt and options against the model (the errors [`add`](Self::add) gives);
+    /// see [`check_request`].
     pub fn check(&self, prompt: &[u32], options: &GenerationOptions, index: usize) -> Result<()> {
-        options.sampler.validate()?;
-        if options.stop_sequences.iter().any(String::is_empty) {
-            return Err(GenerationError::EmptyStopSequence);
-        }
-        let config = &self.model.config;
-        if prompt.is_empty() {
-            return Err(GenerationError::EmptyPrompt { index });
-        }
-        if prompt.len() > config.max_seq_len {
-            return Err(GenerationError::PromptTooLong {
-                index,
-                len: prompt.len(),
-                max_seq_len: config.max_seq_len,
-            });
-        }
-        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
-            return Err(GenerationError::TokenOutOfRange {
-                index,
-                id,
-                vocab_size: config.vocab_size,
-            });
-        }
-        Ok(())
+        check_request(&self.model.config, prompt, options, index)
     }
 
     /// Adds a row at the current clock, reading its prompt at once when the batch is running
@@ -373,4 +351,37 @@ impl<'a, B: Backend> DecodeBatch<'a, B> {
             }
         }
     }
+}
+
+/// Checks a request against a model's configuration before any work: sampling parameters,
+/// stop sequences, and prompt `index` (not empty, within the context, every id in the
+/// vocabulary).
+pub fn check_request(
+    config: &LlamaConfig,
+    prompt: &[u32],
+    options: &GenerationOptions,
+    index: usize,
+) -> Result<()> {
+    options.sampler.validate()?;
+    if options.stop_sequences.iter().any(String::is_empty) {
+        return Err(GenerationError::EmptyStopSequence);
+    }
+    if prompt.is_empty() {
+        return Err(GenerationError::EmptyPrompt { index });
+    }
+    if prompt.len() > config.max_seq_len {
+        return Err(GenerationError::PromptTooLong {
+            index,
+            len: prompt.len(),
+            max_seq_len: config.max_seq_len,
+        });
+    }
+    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
+        return Err(GenerationError::TokenOutOfRange {
+            index,
+            id,
+            vocab_size: config.vocab_size,
+        });
+    }
+    Ok(())
 }

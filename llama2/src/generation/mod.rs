@@ -28,7 +28,7 @@ pub mod generate;
 mod row;
 pub mod sampling;
 
-pub use batch::{DecodeBatch, RowEvent, RowId};
+pub use batch::{DecodeBatch, RowEvent, RowId, check_request};
 pub use error::GenerationError;
 pub use generate::{ChatCompletion, Completion, FinishReason, GenerationOptions, Generator};
 pub use sampling::{Sampler, SamplerConfig};

@@ -11,7 +11,10 @@ use std::thread;
 use burn::tensor::backend::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::generation::{Completion, DecodeBatch, GenerationError, GenerationOptions, RowEvent};
+use crate::config::LlamaConfig;
+use crate::generation::{
+    Completion, DecodeBatch, GenerationError, GenerationOptions, RowEvent, check_request,
+};
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
 
@@ -82,7 +85,7 @@ pub struct EngineStats {
 pub struct Engine {
     jobs: mpsc::Sender<Job>,
     stats: Arc<EngineStats>,
-    max_seq_len: usize,
+    model_config: LlamaConfig,
     max_batch: usize,
 }
 
@@ -93,7 +96,8 @@ impl Engine {
         tokenizer: Arc<Tokenizer>,
         config: EngineConfig,
     ) -> Result<Self, GenerationError> {
-        let max_seq_len = model.config.max_seq_len;
+        let model_config = model.config.clone();
+        let max_seq_len = model_config.max_seq_len;
         let max_batch = config.max_batch.max(1);
         let window = config
             .window
@@ -113,7 +117,7 @@ impl Engine {
         Ok(Self {
             jobs,
             stats,
-            max_seq_len,
+            model_config,
             max_batch,
         })
     }
@@ -148,7 +152,18 @@ impl Engine {
 
     /// The model's context length.
     pub fn max_seq_len(&self) -> usize {
-        self.max_seq_len
+        self.model_config.max_seq_len
+    }
+
+    /// Checks prompt `index` of a request and its options against the model before it is
+    /// queued (the checks the decode batch makes when the request joins it).
+    pub fn check(
+        &self,
+        prompt: &[u32],
+        options: &GenerationOptions,
+        index: usize,
+    ) -> Result<(), GenerationError> {
+        check_request(&self.model_config, prompt, options, index)
     }
 
     /// Most rows decoded together (the largest `n` a request may ask for).

@@ -188,6 +188,10 @@ async fn chat(State(state): State<ServerState>, body: Bytes) -> Result<Response,
         top as usize,
         false,
     )?;
+    state
+        .engine
+        .check(&encoded.tokens, &opts, 0)
+        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let prepared = Prepared {
         api: Api::Chat,
         id: request_id("chatcmpl"),
@@ -229,27 +233,14 @@ async fn completions(State(state): State<ServerState>, body: Bytes) -> Result<Re
     }
     let n = choices(&request.sampling, state.engine.max_batch())?;
     // Every prompt is checked before any is queued.
+    let single = prompts.len() == 1;
     let mut jobs = Vec::with_capacity(prompts.len());
     for (i, prompt) in prompts.into_iter().enumerate() {
-        let param = || {
-            if single_prompt(&request.prompt) {
-                "prompt".to_string()
-            } else {
-                format!("prompt[{i}]")
-            }
+        let param = if single {
+            "prompt".to_string()
+        } else {
+            format!("prompt[{i}]")
         };
-        if prompt.is_empty() {
-            return Err(ApiError::invalid(&param(), "the prompt has no tokens"));
-        }
-        if let Some(&id) = prompt
-            .iter()
-            .find(|&&id| id as usize >= state.tokenizer.vocab_size())
-        {
-            return Err(ApiError::invalid(
-                &param(),
-                format!("token {id} is outside the vocabulary"),
-            ));
-        }
         let opts = options(
             &request.sampling,
             prompt.len(),
@@ -260,10 +251,14 @@ async fn completions(State(state): State<ServerState>, body: Bytes) -> Result<Re
         )
         .map_err(|mut e| {
             if e.param.as_deref() == Some("messages") {
-                e.param = Some(param());
+                e.param = Some(param.clone());
             }
             e
         })?;
+        state
+            .engine
+            .check(&prompt, &opts, i)
+            .map_err(|e| ApiError::invalid(&param, e.to_string()))?;
         jobs.push((prompt, opts));
     }
     let prepared = Prepared {
@@ -289,16 +284,6 @@ async fn completions(State(state): State<ServerState>, body: Bytes) -> Result<Re
         merge(receivers, n)
     };
     respond(state, prepared, events).await
-}
-
-/// Whether a completion request holds a single prompt (its errors name `prompt`, not
-/// `prompt[i]`).
-fn single_prompt(prompt: &Prompt) -> bool {
-    match prompt {
-        Prompt::Text(_) | Prompt::Tokens(_) => true,
-        Prompt::Texts(v) => v.len() == 1,
-        Prompt::TokenLists(v) => v.len() == 1,
-    }
 }
 
 /// The events of several prompts' requests as one request's: choice `j` of prompt `i` is
