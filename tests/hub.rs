@@ -62,6 +62,11 @@ fn model_files(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     files
 }
 
+/// The tiny reference model as repo `repo` at `main` in the cache at `cache`.
+fn cache_tiny(cache: &Path, repo: &str) {
+    cache_repo(cache, repo, COMMIT, &["main"], &model_files(&tiny("hf")));
+}
+
 fn offline_hub(cache: &Path) -> Hub {
     Hub::new(HubOptions::offline(cache))
 }
@@ -79,13 +84,7 @@ fn summary(dir: &Path) -> (String, Vec<(String, Vec<usize>)>) {
 #[test]
 fn a_cached_repo_resolves_through_refs_main_to_its_snapshot() {
     let cache = tempfile::tempdir().unwrap();
-    cache_repo(
-        cache.path(),
-        REPO,
-        COMMIT,
-        &["main"],
-        &model_files(&tiny("hf")),
-    );
+    cache_tiny(cache.path(), REPO);
     let hub = offline_hub(cache.path());
     let dir = hub.model(REPO, "main").unwrap();
     let folder = cache.path().join("models--test-org--tiny-llama");
@@ -221,13 +220,7 @@ fn offline_without_a_cached_copy_names_the_repo_the_file_and_the_cache() {
 fn an_existing_path_wins_over_a_repo_id_and_bad_ids_are_refused() {
     let cache = tempfile::tempdir().unwrap();
     // `tests/data` is both a path (the test runs in the package root) and a repo id's form.
-    cache_repo(
-        cache.path(),
-        "tests/data",
-        COMMIT,
-        &["main"],
-        &model_files(&tiny("hf")),
-    );
+    cache_tiny(cache.path(), "tests/data");
     let hub = offline_hub(cache.path());
     assert!(Path::new("tests/data").is_dir());
     assert_eq!(
@@ -325,13 +318,7 @@ fn stdout(output: &Output) -> String {
 #[test]
 fn generate_by_repo_id_from_the_cache_equals_generate_by_path() {
     let cache = tempfile::tempdir().unwrap();
-    cache_repo(
-        cache.path(),
-        REPO,
-        COMMIT,
-        &["main"],
-        &model_files(&tiny("hf")),
-    );
+    cache_tiny(cache.path(), REPO);
     let tokenizer = llama2_tokenizer();
     let tokenizer = tokenizer.to_str().unwrap();
     let local = tiny("hf");
