@@ -488,3 +488,19 @@ fn a_client_that_hangs_up_frees_its_row() {
         "{steps} steps: the row ran on after the client left"
     );
 }
+
+#[test]
+fn a_window_outside_the_context_range_is_refused_before_serving() {
+    let out = Command::new(example("serve"))
+        .args(["--model", data_dir().join("tiny-chat").to_str().unwrap()])
+        .args(["--port", "0", "--window", "100"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "it must not start listening");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("window of 100 positions is outside 4096..=8192"),
+        "{stderr}"
+    );
+}

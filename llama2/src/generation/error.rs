@@ -78,6 +78,19 @@ pub enum GenerationError {
     #[error("the batch is full: no free row or cache positions for this sequence")]
     BatchFull,
 
+    /// A KV-cache window outside what a batch can use.
+    #[error(
+        "a KV-cache window of {window} positions is outside {min}..={max} (the model's context to twice it)"
+    )]
+    InvalidWindow {
+        /// The window asked for.
+        window: usize,
+        /// The model's context.
+        min: usize,
+        /// Twice the context (the rotary tables).
+        max: usize,
+    },
+
     /// Logits could not be read back from the device.
     #[error("cannot read logits from the backend: {0}")]
     Backend(String),

@@ -23,8 +23,8 @@ use crate::tokenizer::Tokenizer;
 pub struct EngineConfig {
     /// Rows decoded together (requests × their `n`).
     pub max_batch: usize,
-    /// Positions of the shared KV cache, from the model's context to twice it; `None`: twice
-    /// the context. A request joins a running batch only if its whole length fits before the
+    /// Positions of the shared KV cache, from the model's context to twice it (others are
+    /// refused); `None`: twice the context. A request joins a running batch only if its whole length fits before the
     /// window's end.
     pub window: Option<usize>,
 }
@@ -99,10 +99,11 @@ impl Engine {
         let model_config = model.config.clone();
         let max_seq_len = model_config.max_seq_len;
         let max_batch = config.max_batch.max(1);
-        let window = config
-            .window
-            .unwrap_or(2 * max_seq_len)
-            .clamp(max_seq_len, 2 * max_seq_len);
+        let (min, max) = (max_seq_len, 2 * max_seq_len);
+        let window = config.window.unwrap_or(max);
+        if !(min..=max).contains(&window) {
+            return Err(GenerationError::InvalidWindow { window, min, max });
+        }
         // Fail here, not in the thread, on a mismatched tokenizer.
         DecodeBatch::new(&model, &tokenizer, 1, 1)?;
         let (jobs, inbox) = mpsc::channel::<Job>();
