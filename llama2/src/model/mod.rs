@@ -42,9 +42,19 @@ use crate::lora::LoraAdapter;
 /// - output: `[batch, seq_len, d_out]`
 pub(crate) fn linear_rows<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [batch, seq_len, d_in] = x.dims();
-    let out = linear.forward(x.reshape([batch * seq_len, d_in]));
+    let out = linear_2d(linear, x.reshape([batch * seq_len, d_in]));
     let d_out = out.dims()[1];
     out.reshape([batch, seq_len, d_out])
+}
+
+/// `Linear::forward` on a `[rows, d_in]` matrix through [`crate::kernels::matmul_weight`]
+/// (a decoding kernel on Flex, Burn's matmul elsewhere).
+fn linear_2d<B: Backend>(linear: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let out = crate::kernels::matmul_weight(x, linear.weight.val());
+    match &linear.bias {
+        Some(bias) => out + bias.val().unsqueeze(),
+        None => out,
+    }
 }
 
 /// [`linear_rows`] plus, when an adapter is attached, its low-rank update of the same rows
@@ -65,7 +75,7 @@ pub(crate) fn adapted_rows<B: Backend>(
     };
     let [batch, seq_len, d_in] = x.dims();
     let x = x.reshape([batch * seq_len, d_in]);
-    let out = linear.forward(x.clone()) + adapter.forward(x);
+    let out = linear_2d(linear, x.clone()) + adapter.forward(x);
     let d_out = out.dims()[1];
     out.reshape([batch, seq_len, d_out])
 }
