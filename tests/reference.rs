@@ -4,21 +4,31 @@
 
 mod common;
 
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use llama2::Llama;
 use llama2_import::Checkpoint;
 
-fn load(layout: &str) -> Llama<B> {
+fn load<B: Backend>(layout: &str) -> Llama<B> {
     Checkpoint::open(tiny(layout))
         .unwrap()
-        .into_model::<B>(&device())
+        .into_model::<B>(&Default::default())
         .unwrap()
 }
 
-fn logits_of(model: &Llama<B>, ids: &[i64], batch: usize) -> Vec<f32> {
+/// A `[batch, len]` token tensor on `B`.
+fn ids_on<B: Backend>(ids: &[i64], batch: usize) -> Tensor<B, 2, Int> {
+    let len = ids.len() / batch;
+    Tensor::from_data(
+        TensorData::new(ids.to_vec(), [batch, len]),
+        &Default::default(),
+    )
+}
+
+fn logits_of<B: Backend>(model: &Llama<B>, ids: &[i64], batch: usize) -> Vec<f32> {
     model
-        .forward(tokens(ids, batch))
+        .forward(ids_on(ids, batch))
         .into_data()
         .convert::<f32>()
         .to_vec()
@@ -49,8 +59,12 @@ fn all_layouts_load_identical_parameters() {
 
 #[test]
 fn logits_match_transformers_at_every_position() {
+    logits_match_transformers_at_every_position_on::<B>(tolerance());
+}
+
+fn logits_match_transformers_at_every_position_on<B: Backend>(tolerance: f32) {
     for layout in ["meta-1", "meta-2", "hf", "hf-sharded"] {
-        let model = load(layout);
+        let model = load::<B>(layout);
         for i in 0..4 {
             let ids = reference(&format!("prompt_{i}.ids")).i64;
             let expected = reference(&format!("prompt_{i}.logits"));
@@ -58,7 +72,7 @@ fn logits_match_transformers_at_every_position() {
             let got = logits_of(&model, &ids, 1);
             let diff = max_abs_diff(&got, &expected.f32);
             assert!(
-                diff <= tolerance(),
+                diff <= tolerance,
                 "{layout}, prompt of {} tokens: max |Δlogit| = {diff}",
                 ids.len()
             );
@@ -69,17 +83,25 @@ fn logits_match_transformers_at_every_position() {
 
 #[test]
 fn batched_logits_match_transformers() {
-    let model = load("meta-1");
+    batched_logits_match_transformers_on::<B>(tolerance());
+}
+
+fn batched_logits_match_transformers_on<B: Backend>(tolerance: f32) {
+    let model = load::<B>("meta-1");
     let ids = reference("batch.ids");
     let expected = reference("batch.logits");
     let got = logits_of(&model, &ids.i64, ids.shape[0]);
     let diff = max_abs_diff(&got, &expected.f32);
-    assert!(diff <= tolerance(), "max |Δlogit| = {diff}");
+    assert!(diff <= tolerance, "max |Δlogit| = {diff}");
 }
 
 #[test]
 fn cached_decoding_matches_full_forward() {
-    let model = load("meta-1");
+    cached_decoding_matches_full_forward_on::<B>(tolerance());
+}
+
+fn cached_decoding_matches_full_forward_on<B: Backend>(tolerance: f32) {
+    let model = load::<B>("meta-1");
     let ids = reference("prompt_3.ids").i64; // 64 tokens
     let full = logits_of(&model, &ids, 1);
     let vocab = model.config.vocab_size;
@@ -89,31 +111,62 @@ fn cached_decoding_matches_full_forward() {
     let mut cached = Vec::new();
     let mut pos = 0;
     for chunk in [20, 1, 3, 1, 1, 38] {
-        let logits = model.forward_cached(tokens(&ids[pos..pos + chunk], 1), pos, &mut cache);
+        let logits = model.forward_cached(ids_on(&ids[pos..pos + chunk], 1), pos, &mut cache);
         cached.extend(logits.into_data().convert::<f32>().to_vec::<f32>().unwrap());
         pos += chunk;
     }
     assert_eq!(pos, ids.len());
     let diff = max_abs_diff(&cached, &full);
-    assert!(diff <= tolerance(), "cached vs full: max |Δlogit| = {diff}");
+    assert!(diff <= tolerance, "cached vs full: max |Δlogit| = {diff}");
     assert_eq!(argmax_rows(&cached, vocab), argmax_rows(&full, vocab));
 }
 
 #[test]
 fn greedy_decoding_with_cache_matches_transformers_generate() {
-    let model = load("hf");
+    greedy_decoding_with_cache_matches_transformers_generate_on::<B>();
+}
+
+fn greedy_decoding_with_cache_matches_transformers_generate_on<B: Backend>() {
+    let model = load::<B>("hf");
     let prompt = reference("greedy.prompt").i64;
     let expected = reference("greedy.output").i64;
     let mut cache = model.new_cache(1, prompt.len() + expected.len());
-    let mut next = model.forward_cached(tokens(&prompt, 1), 0, &mut cache);
+    let mut next = model.forward_cached(ids_on(&prompt, 1), 0, &mut cache);
     let mut generated = Vec::new();
     for pos in prompt.len()..prompt.len() + expected.len() {
         let [_, len, _] = next.dims();
         let id: Tensor<B, 1, Int> = next.narrow(1, len - 1, 1).argmax(2).flatten(0, 2);
         let id = id.into_data().convert::<i64>().to_vec::<i64>().unwrap()[0];
         generated.push(id);
-        let input = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![id], [1, 1]), &device());
+        let input = ids_on::<B>(&[id], 1);
         next = model.forward_cached(input, pos, &mut cache);
     }
     assert_eq!(generated, expected);
+}
+
+/// The same checks on NdArray, the other CPU backend, in the same test binary as Flex (one
+/// build for both).
+#[cfg(all(feature = "flex", not(any(feature = "wgpu", feature = "cuda"))))]
+mod on_ndarray {
+    type B = burn::backend::NdArray<f32, i64>;
+
+    #[test]
+    fn logits_match_transformers_at_every_position() {
+        super::logits_match_transformers_at_every_position_on::<B>(1e-4);
+    }
+
+    #[test]
+    fn batched_logits_match_transformers() {
+        super::batched_logits_match_transformers_on::<B>(1e-4);
+    }
+
+    #[test]
+    fn cached_decoding_matches_full_forward() {
+        super::cached_decoding_matches_full_forward_on::<B>(1e-4);
+    }
+
+    #[test]
+    fn greedy_decoding_with_cache_matches_transformers_generate() {
+        super::greedy_decoding_with_cache_matches_transformers_generate_on::<B>();
+    }
 }

@@ -149,7 +149,7 @@ fn grad_values<B: AutodiffBackend>(
     }
 }
 
-fn reference_batch(r: &Ref) -> CausalLmBatch<AD> {
+fn reference_batch<AD: AutodiffBackend>(r: &Ref, dev: &AD::Device) -> CausalLmBatch<AD> {
     let (shape, inputs) = r.get("inputs");
     let (_, targets) = r.get("targets");
     let (b, s) = (shape[0], shape[1]);
@@ -165,17 +165,23 @@ fn reference_batch(r: &Ref) -> CausalLmBatch<AD> {
                 .collect(),
         })
         .collect();
-    CausalLmBatch::from_windows(&windows, None, &device())
+    CausalLmBatch::from_windows(&windows, None, dev)
 }
 
 /// One training step on the tiny model: loss, global gradient norm, a few
 /// gradients, `clip_grad_norm_` and one AdamW step, against PyTorch.
 #[test]
 fn one_step_matches_pytorch() {
+    one_step_matches_pytorch_on::<AD>(&device(), backend::NAME == "ndarray");
+}
+
+/// [`one_step_matches_pytorch`] on backend `AD`; `approximate_recip`: the backend's
+/// reciprocal is NdArray's approximate SIMD one.
+fn one_step_matches_pytorch_on<AD: AutodiffBackend>(dev: &AD::Device, approximate_recip: bool) {
     let r = Ref::load();
     let model: Llama<AD> =
-        llama2_burn::import::load_model(data_dir().join("tiny/hf"), &device()).unwrap();
-    let out = TrainStep::step(&model, reference_batch(&r));
+        llama2_burn::import::load_model(data_dir().join("tiny/hf"), dev).unwrap();
+    let out = TrainStep::step(&model, reference_batch::<AD>(&r, dev));
     let loss = values(out.item.loss.clone())[0];
     let ref_loss = r.get("loss").1[0];
     assert!(
@@ -195,7 +201,7 @@ fn one_step_matches_pytorch() {
     // Within 1e-4 absolute (Flex: ~5e-7). NdArray's SIMD `recip`, which burn-autodiff's
     // division and log backward use, is an approximate reciprocal: there the norm is
     // ~2.6e-5 relative off, so NdArray is held to 1e-4 relative instead.
-    let tolerance = if backend::NAME == "ndarray" {
+    let tolerance = if approximate_recip {
         1e-4 * ref_norm
     } else {
         1e-4
@@ -229,17 +235,16 @@ fn one_step_matches_pytorch() {
     for (name, id, rank, t) in named_params(&model) {
         let (shape, g) = r.get(&format!("grad.{name}"));
         let g: Vec<f32> = g.iter().map(|&x| (x * coef) as f32).collect();
-        let dev = device();
         if rank == 1 {
             let g = Tensor::<<AD as AutodiffBackend>::InnerBackend, 1>::from_data(
                 burn::tensor::TensorData::new(g, shape),
-                &dev,
+                dev,
             );
             torch_grads.register(id, g);
         } else {
             let g = Tensor::<<AD as AutodiffBackend>::InnerBackend, 2>::from_data(
                 burn::tensor::TensorData::new(g, shape),
-                &dev,
+                dev,
             );
             torch_grads.register(id, if t { g.transpose() } else { g });
         }
@@ -641,9 +646,13 @@ fn resume_reproduces_uninterrupted_run() {
 /// tokens: the perplexities agree within 1e-4 relative.
 #[test]
 fn validation_perplexity_matches_transformers() {
+    validation_perplexity_matches_transformers_on::<AD>(&device());
+}
+
+fn validation_perplexity_matches_transformers_on<AD: AutodiffBackend>(dev: &AD::Device) {
     let r = Ref::load();
     let model: Llama<AD> =
-        llama2_burn::import::load_model(data_dir().join("tiny/hf"), &device()).unwrap();
+        llama2_burn::import::load_model(data_dir().join("tiny/hf"), dev).unwrap();
     let (shape, inputs) = r.get("inputs");
     let (_, targets) = r.get("targets");
     let (b, s) = (shape[0], shape[1]);
@@ -665,7 +674,7 @@ fn validation_perplexity_matches_transformers() {
     let cfg = TrainConfig::new()
         .with_micro_batch_size(1)
         .with_output_dir(dir.path().display().to_string());
-    let trainer = Trainer::new(model, cfg, &device());
+    let trainer = Trainer::new(model, cfg, dev);
     let valid = trainer.evaluate(&burn::data::dataset::InMemDataset::new(windows));
     let ref_ppl = r.get("loss").1[0].exp();
     assert_eq!(valid.items, b);
@@ -1110,4 +1119,21 @@ fn interrupt_stops_after_a_checkpoint() {
         rest.iter().map(|m| m.step).collect::<Vec<_>>(),
         [3, 4, 5, 6]
     );
+}
+
+/// The checks against PyTorch again on NdArray, the other CPU backend, in the same test
+/// binary as Flex (one build for both).
+#[cfg(all(feature = "flex", not(any(feature = "wgpu", feature = "cuda"))))]
+mod on_ndarray {
+    type AD = burn::backend::Autodiff<burn::backend::NdArray<f32, i64>>;
+
+    #[test]
+    fn one_step_matches_pytorch() {
+        super::one_step_matches_pytorch_on::<AD>(&Default::default(), true);
+    }
+
+    #[test]
+    fn validation_perplexity_matches_transformers() {
+        super::validation_perplexity_matches_transformers_on::<AD>(&Default::default());
+    }
 }
