@@ -17,6 +17,7 @@
 //! ```text
 //! cargo run --release --example bench_train -- --shapes 15m,110m            # 15m: 8×256, 110m: 4×256
 //! cargo run --release --example bench_train -- --shapes 110m --batch 4 --steps 10 --threads 2
+//! cargo run --release --example bench_train -- --shapes 110m --checkpointing balanced
 //! cargo run --release --example bench_train --no-default-features --features cuda -- --json
 //! ```
 
@@ -24,9 +25,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use burn::data::dataset::InMemDataset;
-use burn::prelude::Backend;
-use clap::Parser;
-use llama2_burn::backend::{self, SelectedAutodiff};
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Parser, ValueEnum};
+use llama2_burn::backend::{self, Selected, SelectedAutodiff};
 use llama2_burn::model::train::data::DataOrder;
 use llama2_burn::model::train::{TokenWindow, TrainConfig, Trainer, WarmupCosineConfig};
 use llama2_burn::model::{Llama, LlamaConfig};
@@ -37,7 +40,15 @@ use common::measure::{
     loadavg, materialise, median, print_table as print_rows, random_tokens, rss_kib, run_workers,
 };
 
-type B = SelectedAutodiff;
+/// Which activations the backward pass keeps (Burn's autodiff checkpointing strategies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Checkpointing {
+    /// Every activation the backward pass reads is kept.
+    None,
+    /// Burn's `BalancedCheckpointing`: outputs of memory-bound operations are recomputed in
+    /// the backward pass instead of kept.
+    Balanced,
+}
 
 #[derive(Parser, Debug)]
 #[command(about = "Training tokens/s and peak memory of full optimizer steps")]
@@ -64,6 +75,9 @@ struct Args {
     /// Seed of the random tokens.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Activation checkpointing.
+    #[arg(long, value_enum, default_value = "none")]
+    checkpointing: Checkpointing,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -89,7 +103,12 @@ fn main() -> Result<()> {
         "--steps, --seq-len, --batch and --threads must be positive"
     );
     if let Some(shape) = &args.worker {
-        let result = measure_shape(&args, shape)?;
+        let result = match args.checkpointing {
+            Checkpointing::None => measure_shape::<SelectedAutodiff>(&args, shape)?,
+            Checkpointing::Balanced => {
+                measure_shape::<Autodiff<Selected, BalancedCheckpointing>>(&args, shape)?
+            }
+        };
         println!("{result}");
         return Ok(());
     }
@@ -111,6 +130,7 @@ fn main() -> Result<()> {
         "seq_len": args.seq_len,
         "steps": args.steps,
         "warmup": args.warmup,
+        "checkpointing": format!("{:?}", args.checkpointing).to_lowercase(),
     });
     if args.json {
         println!(
@@ -124,7 +144,10 @@ fn main() -> Result<()> {
 }
 
 /// Measures one shape in this process.
-fn measure_shape(args: &Args, shape: &str) -> Result<Value> {
+fn measure_shape<B: AutodiffBackend<Device = burn::tensor::Device<Selected>>>(
+    args: &Args,
+    shape: &str,
+) -> Result<Value> {
     let device = backend::device();
     let batch = args.batch_for(shape);
     let config = LlamaConfig::preset(shape)
@@ -196,8 +219,9 @@ fn measure_shape(args: &Args, shape: &str) -> Result<Value> {
 
 fn print_table(env: &Value, results: &[Value]) {
     println!(
-        "backend {} | {} threads on {} CPUs | seq_len {} | median of {} steps after {} warm-up | load average {}",
+        "backend {} | activation checkpointing {} | {} threads on {} CPUs | seq_len {} | median of {} steps after {} warm-up | load average {}",
         env["backend"],
+        env["checkpointing"],
         env["threads"],
         env["cpus"],
         env["seq_len"],
