@@ -24,9 +24,9 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use burn::data::dataset::InMemDataset;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::data::dataset::InMemDataset;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, ValueEnum};
 use llama2_burn::backend::{self, Selected, SelectedAutodiff};

@@ -5,6 +5,8 @@
 //! weight's rows, reads every weight element once for all rows of `x`, and sums the
 //! threads' partial products at the end.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 /// The most rows of `x` the kernel serves; larger products are compute-bound and belong to
@@ -30,10 +32,11 @@ pub fn matmul(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert!((1..=MAX_ROWS).contains(&m), "few_rows::matmul: {m} rows");
     assert_eq!(x.len(), m * k, "few_rows::matmul: x is not [{m}, {k}]");
     assert_eq!(w.len(), k * n, "few_rows::matmul: w is not [{k}, {n}]");
+    let p = Product { x, w, m, k, n };
     let tasks = (k / MIN_ROWS_PER_TASK).clamp(1, rayon::current_num_threads().max(1));
     if tasks == 1 {
         let mut out = vec![0.0; m * n];
-        slab(x, w, m, k, n, 0, k, &mut out);
+        slab(&p, 0..k, &mut out);
         return out;
     }
     let per_task = k.div_ceil(tasks);
@@ -45,7 +48,7 @@ pub fn matmul(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
             let start = t * per_task;
             let end = (start + per_task).min(k);
             if start < end {
-                slab(x, w, m, k, n, start, end, part);
+                slab(&p, start..end, part);
             }
         });
     let (out, rest) = partials.split_at_mut(m * n);
@@ -56,81 +59,53 @@ pub fn matmul(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     partials
 }
 
-/// `acc += x[:, start..end] · w[start..end, :]`, dispatched to the widest vector
-/// instructions the CPU has.
-#[allow(clippy::too_many_arguments)]
-fn slab(
-    x: &[f32],
-    w: &[f32],
+/// The operands of one product: `x` is `[m, k]`, `w` is `[k, n]`, both row-major.
+struct Product<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
     m: usize,
     k: usize,
     n: usize,
-    start: usize,
-    end: usize,
-    acc: &mut [f32],
-) {
+}
+
+/// `acc += x[:, rows] · w[rows, :]`, dispatched to the widest vector instructions the CPU
+/// has.
+fn slab(p: &Product, rows: Range<usize>, acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { slab_avx512(x, w, m, k, n, start, end, acc) };
+            return unsafe { slab_avx512(p, rows, acc) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
-            return unsafe { slab_avx2(x, w, m, k, n, start, end, acc) };
+            return unsafe { slab_avx2(p, rows, acc) };
         }
     }
-    slab_body(x, w, m, k, n, start, end, acc)
+    slab_body(p, rows, acc)
 }
 
+/// [`slab_body`] compiled for AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-fn slab_avx512(
-    x: &[f32],
-    w: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    start: usize,
-    end: usize,
-    acc: &mut [f32],
-) {
-    slab_body(x, w, m, k, n, start, end, acc)
+fn slab_avx512(p: &Product, rows: Range<usize>, acc: &mut [f32]) {
+    slab_body(p, rows, acc)
 }
 
+/// [`slab_body`] compiled for AVX2 with FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn slab_avx2(
-    x: &[f32],
-    w: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    start: usize,
-    end: usize,
-    acc: &mut [f32],
-) {
-    slab_body(x, w, m, k, n, start, end, acc)
+fn slab_avx2(p: &Product, rows: Range<usize>, acc: &mut [f32]) {
+    slab_body(p, rows, acc)
 }
 
 /// Four weight rows at a time: one read and write of each accumulator row per four weight
 /// rows, the weight itself read once, front to back.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn slab_body(
-    x: &[f32],
-    w: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    start: usize,
-    end: usize,
-    acc: &mut [f32],
-) {
-    let mut i = start;
+fn slab_body(p: &Product, rows: Range<usize>, acc: &mut [f32]) {
+    let Product { x, w, m, k, n } = *p;
+    let (mut i, end) = (rows.start, rows.end);
     while i + 4 <= end {
         let w0 = &w[i * n..(i + 1) * n];
         let w1 = &w[(i + 1) * n..(i + 2) * n];
