@@ -5,7 +5,7 @@
 mod common;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use common::*;
 use llama2::Llama;
 use llama2_import::Checkpoint;
@@ -17,18 +17,9 @@ fn load<B: Backend>(layout: &str) -> Llama<B> {
         .unwrap()
 }
 
-/// A `[batch, len]` token tensor on `B`.
-fn ids_on<B: Backend>(ids: &[i64], batch: usize) -> Tensor<B, 2, Int> {
-    let len = ids.len() / batch;
-    Tensor::from_data(
-        TensorData::new(ids.to_vec(), [batch, len]),
-        &Default::default(),
-    )
-}
-
 fn logits_of<B: Backend>(model: &Llama<B>, ids: &[i64], batch: usize) -> Vec<f32> {
     model
-        .forward(ids_on(ids, batch))
+        .forward(tokens(ids, batch))
         .into_data()
         .convert::<f32>()
         .to_vec()
@@ -111,7 +102,7 @@ fn cached_decoding_matches_full_forward_on<B: Backend>(tolerance: f32) {
     let mut cached = Vec::new();
     let mut pos = 0;
     for chunk in [20, 1, 3, 1, 1, 38] {
-        let logits = model.forward_cached(ids_on(&ids[pos..pos + chunk], 1), pos, &mut cache);
+        let logits = model.forward_cached(tokens(&ids[pos..pos + chunk], 1), pos, &mut cache);
         cached.extend(logits.into_data().convert::<f32>().to_vec::<f32>().unwrap());
         pos += chunk;
     }
@@ -131,14 +122,14 @@ fn greedy_decoding_with_cache_matches_transformers_generate_on<B: Backend>() {
     let prompt = reference("greedy.prompt").i64;
     let expected = reference("greedy.output").i64;
     let mut cache = model.new_cache(1, prompt.len() + expected.len());
-    let mut next = model.forward_cached(ids_on(&prompt, 1), 0, &mut cache);
+    let mut next = model.forward_cached(tokens(&prompt, 1), 0, &mut cache);
     let mut generated = Vec::new();
     for pos in prompt.len()..prompt.len() + expected.len() {
         let [_, len, _] = next.dims();
         let id: Tensor<B, 1, Int> = next.narrow(1, len - 1, 1).argmax(2).flatten(0, 2);
         let id = id.into_data().convert::<i64>().to_vec::<i64>().unwrap()[0];
         generated.push(id);
-        let input = ids_on::<B>(&[id], 1);
+        let input = tokens::<B>(&[id], 1);
         next = model.forward_cached(input, pos, &mut cache);
     }
     assert_eq!(generated, expected);

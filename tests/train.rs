@@ -149,11 +149,12 @@ fn grad_values<B: AutodiffBackend>(
     }
 }
 
-fn reference_batch<AD: AutodiffBackend>(r: &Ref, dev: &AD::Device) -> CausalLmBatch<AD> {
+/// The reference batch's rows as token windows.
+fn reference_windows(r: &Ref) -> Vec<TokenWindow> {
     let (shape, inputs) = r.get("inputs");
     let (_, targets) = r.get("targets");
     let (b, s) = (shape[0], shape[1]);
-    let windows: Vec<TokenWindow> = (0..b)
+    (0..b)
         .map(|i| TokenWindow {
             inputs: inputs[i * s..(i + 1) * s]
                 .iter()
@@ -164,8 +165,11 @@ fn reference_batch<AD: AutodiffBackend>(r: &Ref, dev: &AD::Device) -> CausalLmBa
                 .map(|&t| t as i64)
                 .collect(),
         })
-        .collect();
-    CausalLmBatch::from_windows(&windows, None, dev)
+        .collect()
+}
+
+fn reference_batch<AD: AutodiffBackend>(r: &Ref, dev: &AD::Device) -> CausalLmBatch<AD> {
+    CausalLmBatch::from_windows(&reference_windows(r), None, dev)
 }
 
 /// One training step on the tiny model: loss, global gradient norm, a few
@@ -653,22 +657,9 @@ fn validation_perplexity_matches_transformers_on<AD: AutodiffBackend>(dev: &AD::
     let r = Ref::load();
     let model: Llama<AD> =
         llama2_burn::import::load_model(data_dir().join("tiny/hf"), dev).unwrap();
-    let (shape, inputs) = r.get("inputs");
-    let (_, targets) = r.get("targets");
-    let (b, s) = (shape[0], shape[1]);
+    let windows = reference_windows(&r);
+    let b = windows.len();
     assert!(b >= 2, "the reference batch has {b} rows");
-    let windows: Vec<TokenWindow> = (0..b)
-        .map(|i| TokenWindow {
-            inputs: inputs[i * s..(i + 1) * s]
-                .iter()
-                .map(|&t| t as u32)
-                .collect(),
-            targets: targets[i * s..(i + 1) * s]
-                .iter()
-                .map(|&t| t as i64)
-                .collect(),
-        })
-        .collect();
     let dir = tempfile::tempdir().unwrap();
     // Micro-batches of one row: the engine must weight rows by their targets.
     let cfg = TrainConfig::new()

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use llama2_burn::backend::{self, Selected};
 use safetensors::SafeTensors;
@@ -72,10 +73,14 @@ pub fn reference(name: &str) -> RefTensor {
     }
 }
 
-/// A `[batch, len]` token tensor.
-pub fn tokens(ids: &[i64], batch: usize) -> Tensor<B, 2, Int> {
+/// A `[batch, len]` token tensor on backend `T`'s default device (the selected backend's
+/// unless the caller names another).
+pub fn tokens<T: Backend>(ids: &[i64], batch: usize) -> Tensor<T, 2, Int> {
     let len = ids.len() / batch;
-    Tensor::from_data(TensorData::new(ids.to_vec(), [batch, len]), &device())
+    Tensor::from_data(
+        TensorData::new(ids.to_vec(), [batch, len]),
+        &Default::default(),
+    )
 }
 
 /// Largest absolute difference.
