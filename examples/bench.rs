@@ -16,6 +16,7 @@
 //! ```text
 //! cargo run --release --example bench -- --shapes 15m,110m --batch 1,4,16
 //! cargo run --release --example bench --no-default-features --features flex -- --json
+//! cargo run --release --example bench -- --shapes 110m --batch 1 --dtype f16
 //! ```
 
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use burn::prelude::Backend;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Parser;
 use llama2_burn::backend::{self, Selected};
-use llama2_burn::model::{Llama, LlamaConfig};
+use llama2_burn::model::{Llama, LlamaConfig, WeightDType};
 use serde_json::{Value, json};
 
 mod common;
@@ -53,6 +54,10 @@ struct Args {
     /// Timed repetitions of each measurement (the median is reported), after one warm-up.
     #[arg(long, default_value_t = 3, value_parser = common::parse_positive)]
     repeats: usize,
+    /// Storage precision of the projections and the output head (`f32`, `f16`, `bf16`);
+    /// activations and accumulation stay f32.
+    #[arg(long, default_value = "f32")]
+    dtype: WeightDType,
     /// Seed of the random prompts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -83,6 +88,7 @@ fn main() -> Result<()> {
         "threads": rayon::current_num_threads(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "loadavg": loadavg(),
+        "dtype": args.dtype.to_string(),
         "prompt_len": args.prompt_len,
         "new_tokens": args.new_tokens,
         "repeats": args.repeats,
@@ -120,7 +126,7 @@ fn measure_shape(args: &Args, shape: &str, batches: &[usize]) -> Result<Value> {
         .with_context(|| format!("unknown shape {shape:?}"))?
         .with_max_seq_len(args.prompt_len + args.new_tokens);
     let rss_start = rss_kib("VmRSS:");
-    let model: Llama<B> = config.init(&device);
+    let model: Llama<B> = config.init(&device).with_weight_dtype(args.dtype)?;
     materialise(&model);
     B::sync(&device)?;
     let rss_model = rss_kib("VmRSS:");
@@ -235,8 +241,9 @@ fn median_of(repeats: usize, mut f: impl FnMut() -> Duration) -> Duration {
 
 fn print_table(env: &Value, results: &[Value], batches: &[usize]) {
     println!(
-        "backend {} | {} threads on {} CPUs | prompt {} tokens, {} new tokens, median of {} | load average {}",
+        "backend {} | weights {} | {} threads on {} CPUs | prompt {} tokens, {} new tokens, median of {} | load average {}",
         env["backend"],
+        env["dtype"],
         env["threads"],
         env["cpus"],
         env["prompt_len"],

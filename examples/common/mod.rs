@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use llama2_burn::backend::{self, Selected};
-use llama2_burn::model::{Llama, Tokenizer};
+use llama2_burn::model::{Llama, Tokenizer, WeightDType};
 
 /// The final model of the pipeline example (`runs/pipeline/model.bpk`, relative to the
 /// current directory) when it exists; otherwise `tests/data/tiny-chat`, a random-weight
@@ -145,6 +145,11 @@ pub struct ModelArgs {
     /// main); default: the one stored with the model, else Meta's Llama 2 tokenizer.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Storage precision of the projections and the output head: f32, f16 (half the
+    /// memory and the bytes streamed per token) or bf16; activations, the KV cache and
+    /// every sum stay f32.
+    #[arg(long, default_value = "f32")]
+    pub dtype: WeightDType,
 }
 
 impl ModelArgs {
@@ -156,13 +161,15 @@ impl ModelArgs {
         Ok((path, tokenizer))
     }
 
-    /// The model at `path` (from [`resolve`](Self::resolve)) with the adapters merged.
+    /// The model at `path` (from [`resolve`](Self::resolve)) with the adapters merged,
+    /// its weights in `--dtype`.
     pub fn load(&self, path: &Path) -> Result<Llama<Selected>> {
         let model = load_model(path)?;
-        match &self.adapters {
-            Some(adapters) => apply_adapters(model, adapters),
-            None => Ok(model),
-        }
+        let model = match &self.adapters {
+            Some(adapters) => apply_adapters(model, adapters)?,
+            None => model,
+        };
+        Ok(model.with_weight_dtype(self.dtype)?)
     }
 }
 

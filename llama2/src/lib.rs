@@ -3,7 +3,7 @@
 //! | module | paper | contents |
 //! |---|---|---|
 //! | [`config`] | Table 1 | [`LlamaConfig`] and the 7B / 13B / 70B presets |
-//! | [`model`] | §2.2 "Training Details" | RMSNorm, RoPE, grouped-query attention, SwiGLU, the transformer |
+//! | [`model`] | §2.2 "Training Details" | RMSNorm, RoPE, grouped-query attention, SwiGLU, the transformer, f32/f16/bf16 weight storage |
 //! | [`cache`] | — | the key/value cache for incremental decoding |
 //! | [`tokenizer`] | §2.1 | Meta's SentencePiece BPE tokenizer, exact to the `sentencepiece` package |
 //! | [`chat`] | §3.1 | the Llama 2-Chat dialog format (`[INST]`, `<<SYS>>`) |
@@ -35,7 +35,7 @@ pub mod train;
 pub use cache::KvCache;
 pub use config::{ConfigError, LlamaConfig};
 pub use lora::{LoraConfig, LoraError};
-pub use model::Llama;
+pub use model::{Llama, WeightDType};
 pub use tokenizer::Tokenizer;
 
 #[cfg(test)]

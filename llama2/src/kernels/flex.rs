@@ -5,10 +5,10 @@
 
 use std::any::Any;
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
-use burn_flex::Flex;
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend, bf16, f16};
+use burn_flex::{Flex, FlexTensor};
 
-use super::few_rows;
+use super::few_rows::{self, Weight};
 
 /// Weights smaller than this run faster through gemm than across threads (one row).
 const MIN_WEIGHT_ELEMENTS: usize = 1 << 16;
@@ -18,8 +18,11 @@ const MIN_WEIGHT_ELEMENTS: usize = 1 << 16;
 /// projections decode 20 % faster through it.
 const MIN_WEIGHT_ELEMENTS_SEVERAL_ROWS: usize = 1 << 19;
 
-/// `Some(x · weight)` when both are contiguous f32 Flex tensors, `x` has at most
-/// [`few_rows::MAX_ROWS`] rows and the weight is large enough for the kernel to win.
+/// `Some(x · weight)` when both are contiguous Flex tensors, `x` in f32 and the weight in
+/// f32, f16 or bf16. A product of at most [`few_rows::MAX_ROWS`] rows with a weight large
+/// enough for the kernel to win runs [`few_rows`]; any other product with a half-precision
+/// weight widens it to f32 on all threads for Burn's matmul (Burn's own cast is
+/// single-threaded and goes through f64). `None` leaves an f32 product to Burn.
 pub(super) fn matmul_weight<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
@@ -28,26 +31,51 @@ pub(super) fn matmul_weight<B: Backend>(
     let weight = (weight as &dyn Any).downcast_ref::<Tensor<Flex, 2>>()?;
     let [m, k] = x.dims();
     let [k_w, n] = weight.dims();
+    if k != k_w {
+        return None;
+    }
+    let x_prim = x.clone().into_primitive().tensor();
+    let w_prim = weight.clone().into_primitive().tensor();
+    let stored = stored_weight(&w_prim)?;
     let min_elements = if m == 1 {
         MIN_WEIGHT_ELEMENTS
     } else {
         MIN_WEIGHT_ELEMENTS_SEVERAL_ROWS
     };
-    if m == 0 || m > few_rows::MAX_ROWS || k != k_w || k * n < min_elements {
+    let out = if (1..=few_rows::MAX_ROWS).contains(&m)
+        && (k * n >= min_elements || !matches!(stored, Weight::F32(_)))
+    {
+        let out = few_rows::matmul(x_prim.as_slice::<f32>()?, stored, m, k, n);
+        Tensor::<Flex, 2>::from_data(TensorData::new(out, [m, n]), &x.device())
+    } else if matches!(stored, Weight::F32(_)) {
         return None;
-    }
-    let x_prim = x.clone().into_primitive().tensor();
-    let w_prim = weight.clone().into_primitive().tensor();
-    let out = few_rows::matmul(
-        x_prim.as_slice::<f32>()?,
-        w_prim.as_slice::<f32>()?,
-        m,
-        k,
-        n,
-    );
-    let out = Tensor::<Flex, 2>::from_data(TensorData::new(out, [m, n]), &x.device());
+    } else {
+        let widened = few_rows::widen(stored);
+        x.clone().matmul(Tensor::from_data(
+            TensorData::new(widened, [k, n]),
+            &x.device(),
+        ))
+    };
     let out: Box<dyn Any> = Box::new(out);
     out.downcast::<Tensor<B, 2>>().ok().map(|out| *out)
+}
+
+/// The elements of a contiguous f32, f16 or bf16 Flex tensor.
+fn stored_weight(w: &FlexTensor) -> Option<Weight<'_>> {
+    Some(match w.dtype() {
+        DType::F32 => Weight::F32(w.as_slice::<f32>()?),
+        DType::F16 => Weight::F16(bytemuck_u16(w.as_slice::<f16>()?)),
+        DType::BF16 => Weight::Bf16(bytemuck_u16(w.as_slice::<bf16>()?)),
+        _ => return None,
+    })
+}
+
+/// The bit patterns of half-precision values.
+fn bytemuck_u16<T: Copy>(values: &[T]) -> &[u16] {
+    assert_eq!(std::mem::size_of::<T>(), 2);
+    // SAFETY: f16 and bf16 are `repr(transparent)` over u16 (asserted 2 bytes), so the
+    // slice has the same length, alignment and validity as `[u16]`.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u16>(), values.len()) }
 }
 
 #[cfg(test)]
@@ -69,6 +97,29 @@ mod tests {
                 &want.into_data(),
                 burn::tensor::Tolerance::absolute(1e-4),
             );
+        }
+    }
+
+    #[test]
+    fn half_precision_weights_multiply_as_their_f32_values() {
+        use burn::tensor::FloatDType;
+        let device = Default::default();
+        // Decoding shapes (the kernel), a prefill shape (widened, then gemm) and a small
+        // weight (the kernel: Burn's matmul does not take mixed precisions).
+        for (m, k, n) in [(1, 288, 32000), (4, 768, 768), (33, 288, 768), (2, 16, 24)] {
+            let x = Tensor::<Flex, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<Flex, 2>::random([k, n], Distribution::Normal(0.0, 0.05), &device);
+            for dtype in [FloatDType::F16, FloatDType::BF16] {
+                let stored = w.clone().cast(dtype);
+                let got = matmul_weight(&x, &stored).expect("served");
+                let want = x.clone().matmul(stored.cast(FloatDType::F32));
+                assert_eq!(got.dims(), [m, n]);
+                assert_eq!(got.dtype(), DType::F32);
+                got.into_data().assert_approx_eq::<f32>(
+                    &want.into_data(),
+                    burn::tensor::Tolerance::absolute(1e-4),
+                );
+            }
         }
     }
 

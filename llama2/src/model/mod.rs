@@ -11,11 +11,13 @@
 //! | [`block`] | one pre-norm transformer block |
 //! | [`transformer`] | embeddings, blocks, final norm and output head |
 //! | [`mask`] | the causal attention mask |
+//! | [`precision`] | the storage precision of the matrix weights (f32, f16, bf16) |
 
 pub mod attention;
 pub mod block;
 pub mod feed_forward;
 pub mod mask;
+pub mod precision;
 pub mod rms_norm;
 pub mod rotary;
 pub mod transformer;
@@ -23,6 +25,7 @@ pub mod transformer;
 pub use attention::{Attention, AttentionConfig};
 pub use block::{TransformerBlock, TransformerBlockConfig};
 pub use feed_forward::{FeedForward, FeedForwardConfig};
+pub use precision::{UnsupportedDType, WeightDType};
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rotary::{RotaryEmbedding, RotaryEmbeddingConfig};
 pub use transformer::Llama;
