@@ -7,7 +7,7 @@ For each shape (each in a fresh subprocess, so peak RSS is per shape):
   * time to first token (prefill with KV cache + argmax, median),
   * greedy decode tokens/s with the KV cache for --new-tokens new tokens after the
     prompt, for every batch size in --batch (tokens/s counts all sequences),
-  * peak RSS (getrusage ru_maxrss) of the subprocess.
+  * peak RSS (VmHWM) of the subprocess.
 
 Usage:
   python scripts/bench_hf.py                       # 15M and 110M, batch 1
@@ -50,6 +50,15 @@ def parse_args(argv=None):
 
 
 def peak_rss_mib():
+    # VmHWM starts afresh at exec; getrusage's ru_maxrss keeps the parent's peak on Linux
+    # (the parent has imported torch).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024

@@ -12,7 +12,7 @@ matrices, 0 on the RMSNorm gains).
 For each shape (each in a fresh subprocess, so peak RSS is per shape):
   * training tokens/s: batch x seq_len over the median step time of --steps
     steps after --warmup steps (the first step also allocates AdamW's moments),
-  * peak RSS (getrusage ru_maxrss) of the subprocess.
+  * peak RSS (VmHWM) of the subprocess.
 
 Usage:
   python scripts/bench_hf_train.py                          # 15M at 8x256, 110M at 4x256

@@ -7,7 +7,7 @@ Every shape and weight type is measured in a fresh subprocess (so peak RSS is it
   * prefill tokens/s for a --prompt-len token prompt (median of --runs after --warmup),
   * greedy batch-1 decode tokens/s with the KV cache for --new-tokens new tokens after the
     prompt (llama.cpp's Python API decodes one sequence at a time),
-  * peak RSS (getrusage ru_maxrss) of the subprocess.
+  * peak RSS (VmHWM) of the subprocess.
 
 The weights are N(0, 0.02) like transformers' and llama2-burn's initialisation (speed does
 not depend on the values); the vocabulary is Meta's Llama 2 tokenizer
@@ -62,6 +62,15 @@ def parse_args(argv=None):
 
 
 def peak_rss_mib():
+    # VmHWM starts afresh at exec; getrusage's ru_maxrss would keep the parent's peak (the
+    # parent held the weights it wrote) on Linux.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
