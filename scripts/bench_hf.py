@@ -64,6 +64,15 @@ def peak_rss_mib():
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
+def print_table(head, rows):
+    """Prints `rows` (lists of strings) under `head`, columns right-aligned."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
+
+
 def run_workers(script, shapes):
     """Runs `script` again once per comma-separated shape, with `--worker <shape>` and the
     current arguments (less `--json`), so that each shape's peak memory is its own; returns the
@@ -195,11 +204,7 @@ def main():
     for r in results:
         rows.append([r["shape"], f"{r['params'] / 1e6:.1f}M", f"{r['prefill_tok_s']:.0f}", f"{r['ttft_ms']:.1f}"]
                     + [f"{r['decode'][str(b)]['tok_s']:.1f}" for b in batches] + [f"{r['peak_rss_mib']:.0f}"])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
+    print_table(head, rows)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_hf import SHAPES, peak_rss_mib, run_workers  # noqa: E402
+from bench_hf import SHAPES, peak_rss_mib, print_table, run_workers  # noqa: E402
 
 DEFAULT_BATCH = {"15M": 8}  # other shapes: 4
 
@@ -139,11 +139,7 @@ def main():
     head = ["shape", "params", "batch×seq", "step ms", "train tok/s", "peak RSS MiB"]
     rows = [[r["shape"], f"{r['params'] / 1e6:.1f}M", f"{r['batch']}×{r['seq_len']}", f"{r['step_ms']:.0f}",
              f"{r['tok_s']:.1f}", f"{r['peak_rss_mib']:.0f}"] for r in results]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    print(" | ".join(h.rjust(w) for h, w in zip(head, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
+    print_table(head, rows)
 
 
 if __name__ == "__main__":

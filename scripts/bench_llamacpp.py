@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,12 +32,9 @@ import time
 
 import numpy as np
 
-SHAPES = {
-    # tinyllamas (karpathy/llama2.c) shapes, as in bench_hf.py
-    "15M": dict(dim=288, n_layers=6, n_heads=6, n_kv_heads=6, hidden=768, vocab=32000),
-    "42M": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, hidden=1376, vocab=32000),
-    "110M": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=12, hidden=2048, vocab=32000),
-}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_hf import SHAPES, peak_rss_mib, print_table  # noqa: E402
+
 TYPES = ("f32", "f16", "q8_0")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,20 +55,6 @@ def parse_args(argv=None):
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--gguf", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
-
-
-def peak_rss_mib():
-    # VmHWM starts afresh at exec; getrusage's ru_maxrss would keep the parent's peak (the
-    # parent held the weights it wrote) on Linux.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
 def write_gguf(path, shape, qtype, tokenizer, seed, n_ctx):
@@ -244,11 +226,7 @@ def main():
     head = ["shape", "weights", "file MiB", "prefill tok/s", "decode tok/s b=1", "peak RSS MiB"]
     rows = [[r["shape"], r["type"], f"{r['file_mib']:.0f}", f"{r['prefill_tok_s']:.0f}",
              f"{r['decode']['1']['tok_s']:.1f}", f"{r['peak_rss_mib']:.0f}"] for r in results]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
+    print_table(head, rows)
 
 
 if __name__ == "__main__":
