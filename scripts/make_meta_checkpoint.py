@@ -60,7 +60,9 @@ def main():
         shard = {}
         for name, t in full.items():
             key = name.split(".")[-2]
-            if key in rows:
+            if n == 1:
+                shard[name] = t  # one shard: no copy (a 7B model is 13.5 GB in bf16)
+            elif key in rows:
                 shard[name] = t.chunk(n, dim=0)[s].clone()
             elif key in cols:
                 shard[name] = t.chunk(n, dim=1)[s].clone()

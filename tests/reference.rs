@@ -157,6 +157,20 @@ fn half_precision_weights_match_f32() {
     for (dtype, rounding) in [(WeightDType::F16, 1e-2), (WeightDType::Bf16, 5e-2)] {
         let exact = load::<B>("meta-1").with_weight_dtype(dtype).unwrap();
         assert_eq!(exact.weight_dtype(), dtype);
+        // Read straight into the precision: the same parameters, bit for bit.
+        let direct =
+            llama2_import::load_model_in::<B>(tiny("meta-1"), &Default::default(), dtype).unwrap();
+        assert_eq!(direct.weight_dtype(), dtype);
+        assert_eq!(
+            direct.layers[1].feed_forward.w2.weight.val().dtype(),
+            burn::tensor::DType::from(dtype.float_dtype())
+        );
+        let ids = reference("prompt_3.ids").i64;
+        assert_eq!(
+            logits_of(&direct, &ids, 1),
+            logits_of(&exact, &ids, 1),
+            "{dtype}"
+        );
         let rounded = jittered.clone().with_weight_dtype(dtype).unwrap();
         for i in 0..4 {
             let ids = reference(&format!("prompt_{i}.ids")).i64;
@@ -248,5 +262,21 @@ mod on_ndarray {
     #[test]
     fn greedy_decoding_with_cache_matches_transformers_generate() {
         super::greedy_decoding_with_cache_matches_transformers_generate_on::<B>();
+    }
+
+    /// NdArray stores no half-precision tensors: loading into f16 is a typed error.
+    #[test]
+    fn half_precision_loading_is_refused() {
+        let err = llama2_import::load_model_in::<B>(
+            super::tiny("meta-1"),
+            &Default::default(),
+            llama2::WeightDType::F16,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, llama2_import::ImportError::Unsupported { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("cannot store f16"), "{err}");
     }
 }

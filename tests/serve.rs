@@ -325,10 +325,6 @@ fn concurrent_requests_are_batched_and_answered_as_alone() {
         steps_together * 2 < steps_alone,
         "{steps_together} steps together vs {steps_alone} one by one"
     );
-    assert!(
-        together < one_by_one,
-        "{together:?} together vs {one_by_one:?} one by one"
-    );
     eprintln!(
         "{n} requests: {one_by_one:.2?} one by one ({steps_alone} steps), {together:.2?} \
          concurrently ({steps_together} steps)"

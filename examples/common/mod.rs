@@ -162,14 +162,16 @@ impl ModelArgs {
     }
 
     /// The model at `path` (from [`resolve`](Self::resolve)) with the adapters merged,
-    /// its weights in `--dtype`.
+    /// its weights in `--dtype` (read straight into it; with adapters, after merging them
+    /// into the f32 weights).
     pub fn load(&self, path: &Path) -> Result<Llama<Selected>> {
-        let model = load_model(path)?;
-        let model = match &self.adapters {
-            Some(adapters) => apply_adapters(model, adapters)?,
-            None => model,
-        };
-        Ok(model.with_weight_dtype(self.dtype)?)
+        match &self.adapters {
+            Some(adapters) => {
+                let model = apply_adapters(load_model(path)?, adapters)?;
+                Ok(model.with_weight_dtype(self.dtype)?)
+            }
+            None => load_model_in(path, self.dtype),
+        }
     }
 }
 
@@ -211,16 +213,22 @@ pub fn resolve_tokenizer(explicit: Option<&Path>, model: &Path) -> Result<Tokeni
 /// Loads a model: a record file, a Meta or HF directory, or a Hub repo id at `main`
 /// ([`model_path`]; resolve the path first for another revision).
 pub fn load_model(path: &Path) -> Result<Llama<Selected>> {
+    load_model_in(path, WeightDType::F32)
+}
+
+/// [`load_model`] with the projections and the output head stored as `weights`, converted
+/// as each tensor is read (the f32 model is never held).
+pub fn load_model_in(path: &Path, weights: WeightDType) -> Result<Llama<Selected>> {
     let path = &model_path(path, DEFAULT_REVISION)?;
     if !path.exists() {
         bail!("model path {} does not exist", path.display());
     }
     let start = Instant::now();
-    let model = llama2_burn::import::load_model::<Selected>(path, &backend::device())
+    let model = llama2_burn::import::load_model_in::<Selected>(path, &backend::device(), weights)
         .with_context(|| format!("cannot load model {}", path.display()))?;
     let c = &model.config;
     tracing::info!(
-        "loaded {} on {} in {:.2?}: dim {}, {} layers, {} heads ({} kv), vocab {}, context {}",
+        "loaded {} on {} in {:.2?} ({weights} weights): dim {}, {} layers, {} heads ({} kv), vocab {}, context {}",
         path.display(),
         backend::NAME,
         start.elapsed(),

@@ -47,7 +47,7 @@ pub mod tokenizer_file;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use llama2::Llama;
+use llama2::{Llama, WeightDType};
 
 pub use checkpoint::{Checkpoint, SourceFormat};
 pub use dtype::StorageDtype;
@@ -61,6 +61,16 @@ pub use tokenizer_file::TokenizerFile;
 /// directory.
 pub fn load_model<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Llama<B>> {
     Checkpoint::open(path)?.into_model(device)
+}
+
+/// [`load_model`] with the projections and the output head stored as `weights`, converted
+/// one tensor at a time as they are read ([`Checkpoint::into_model_in`]).
+pub fn load_model_in<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+    weights: WeightDType,
+) -> Result<Llama<B>> {
+    Checkpoint::open(path)?.into_model_in(device, weights, |_, _, _| {})
 }
 
 /// Saves a model as a record file in `dtype`, without a tokenizer (see

@@ -256,8 +256,8 @@ impl Checkpoint {
         self.refuse_overwriting_inputs(path)?;
         let failure = Failure::default();
         let snapshots = self.snapshots(
-            dtype.dtype(),
-            move |values, shape| dtype.encode(values, shape),
+            |_| dtype.dtype(),
+            move |values, shape, _| dtype.encode(values, shape),
             progress,
             &failure,
         );

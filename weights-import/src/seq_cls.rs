@@ -242,8 +242,8 @@ impl SeqClsCheckpoint {
         };
         let failure = Failure::default();
         let snapshots = checkpoint.snapshots(
-            target,
-            move |values, shape| TensorData::new(values, shape).convert_dtype(target),
+            |_| target,
+            move |values, shape, _| TensorData::new(values, shape).convert_dtype(target),
             |_, _, _| {},
             &failure,
         );
@@ -317,8 +317,8 @@ impl SeqClsCheckpoint {
         };
         let failure = Failure::default();
         let snapshots = checkpoint.snapshots(
-            dtype.dtype(),
-            move |values, shape| dtype.encode(values, shape),
+            |_| dtype.dtype(),
+            move |values, shape, _| dtype.encode(values, shape),
             |_, _, _| {},
             &failure,
         );

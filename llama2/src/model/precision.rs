@@ -39,6 +39,24 @@ impl WeightDType {
         }
     }
 
+    /// `Ok` when `B` can store tensors of this precision on `device`.
+    ///
+    /// # Errors
+    ///
+    /// [`UnsupportedDType`] otherwise (NdArray has no f16 or bf16 tensors).
+    pub fn check<B: Backend>(self, device: &B::Device) -> Result<(), UnsupportedDType> {
+        if self == WeightDType::F32
+            || B::dtype_usage(device, self.float_dtype().into()).contains(DTypeUsage::Storage)
+        {
+            Ok(())
+        } else {
+            Err(UnsupportedDType {
+                dtype: self,
+                backend: B::name(device),
+            })
+        }
+    }
+
     /// Bytes per stored element.
     pub fn size(self) -> usize {
         match self {
@@ -91,18 +109,9 @@ impl<B: Backend> Llama<B> {
     /// [`UnsupportedDType`] when the backend cannot store `dtype` (NdArray has no f16 or
     /// bf16 tensors); the model is then dropped.
     pub fn with_weight_dtype(self, dtype: WeightDType) -> Result<Self, UnsupportedDType> {
-        let device = self.output.weight.device();
-        let float_dtype = dtype.float_dtype();
-        if dtype != WeightDType::F32
-            && !B::dtype_usage(&device, float_dtype.into()).contains(DTypeUsage::Storage)
-        {
-            return Err(UnsupportedDType {
-                dtype,
-                backend: B::name(&device),
-            });
-        }
+        dtype.check::<B>(&self.output.weight.device())?;
         Ok(self.map(&mut Cast {
-            dtype: float_dtype,
+            dtype: dtype.float_dtype(),
             path: Vec::new(),
         }))
     }
@@ -116,6 +125,13 @@ impl<B: Backend> Llama<B> {
             _ => WeightDType::F32,
         }
     }
+}
+
+/// Whether the parameter at `path` (`layers.0.attention.wq.weight`, `output.weight`) is one
+/// that [`Llama::with_weight_dtype`] stores in the chosen precision.
+pub fn is_projection_weight(path: &str) -> bool {
+    let mut parts = path.rsplit('.');
+    parts.next() == Some("weight") && parts.next().is_some_and(|m| PROJECTIONS.contains(&m))
 }
 
 /// Casts the `weight` of every module named in [`PROJECTIONS`].
@@ -134,11 +150,7 @@ impl<B: Backend> ModuleMapper<B> for Cast {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let projection = match self.path.as_slice() {
-            [.., module, leaf] => leaf == "weight" && PROJECTIONS.contains(&module.as_str()),
-            _ => false,
-        };
-        if !projection {
+        if !is_projection_weight(&self.path.join(".")) {
             return param;
         }
         let (id, tensor, mapper) = param.consume();
@@ -205,6 +217,27 @@ mod tests {
         assert!(err.to_string().contains("cannot store bf16"), "{err}");
         let model = tiny::<B>().with_weight_dtype(WeightDType::F32).unwrap();
         assert_eq!(model.weight_dtype(), WeightDType::F32);
+    }
+
+    #[test]
+    fn projection_paths() {
+        for path in [
+            "layers.0.attention.wq.weight",
+            "layers.11.feed_forward.w2.weight",
+            "output.weight",
+        ] {
+            assert!(is_projection_weight(path), "{path}");
+        }
+        for path in [
+            "tok_embeddings.weight",
+            "norm.weight",
+            "layers.0.attention_norm.weight",
+            "layers.0.attention.wq_lora.lora_a.weight",
+            "layers.0.attention.wq.bias",
+            "weight",
+        ] {
+            assert!(!is_projection_weight(path), "{path}");
+        }
     }
 
     #[test]
