@@ -56,14 +56,6 @@ impl WeightDType {
             })
         }
     }
-
-    /// Bytes per stored element.
-    pub fn size(self) -> usize {
-        match self {
-            WeightDType::F32 => 4,
-            WeightDType::F16 | WeightDType::Bf16 => 2,
-        }
-    }
 }
 
 impl fmt::Display for WeightDType {
