@@ -23,6 +23,7 @@ pub mod config;
 pub mod dashboard;
 pub mod data;
 pub mod error;
+pub mod fused_loss;
 pub mod line_renderer;
 pub mod log;
 pub mod loss;

@@ -11,11 +11,11 @@ use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
 use super::data::{CausalLmBatch, TokenWindow};
 use super::error::TrainError;
-use super::loss::masked_nll_sum;
+use super::loss::{masked_nll_sum, masked_nll_sum_train};
 use super::objective::{StepOutput, Trainable, load_checked, read_record, write_record};
 use crate::lora::{LoraAdapter, LoraConfig};
 use crate::model::Llama;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
 /// The loss of one (micro-)batch.
 #[derive(Clone, Debug)]
@@ -65,10 +65,17 @@ impl<B: Backend> ItemLazy for CausalLmOutput<B> {
 impl<B: Backend> Llama<B> {
     /// The batch loss: summed masked cross-entropy / `loss_denominator`.
     pub fn causal_lm_loss(&self, batch: CausalLmBatch<B>) -> CausalLmOutput<B> {
+        self.causal_lm_loss_with(batch, masked_nll_sum)
+    }
+
+    fn causal_lm_loss_with(
+        &self,
+        batch: CausalLmBatch<B>,
+        nll_sum: impl FnOnce(Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>) -> Tensor<B, 1>,
+    ) -> CausalLmOutput<B> {
         let [b, s] = batch.inputs.dims();
         let logits = self.forward(batch.inputs);
-        let loss =
-            masked_nll_sum(logits, batch.targets, batch.mask).div_scalar(batch.loss_denominator);
+        let loss = nll_sum(logits, batch.targets, batch.mask).div_scalar(batch.loss_denominator);
         CausalLmOutput {
             loss,
             n_targets: batch.n_targets,
@@ -82,7 +89,7 @@ impl<B: AutodiffBackend> TrainStep for Llama<B> {
     type Output = CausalLmOutput<B>;
 
     fn step(&self, batch: CausalLmBatch<B>) -> TrainOutput<CausalLmOutput<B>> {
-        let output = self.causal_lm_loss(batch);
+        let output = self.causal_lm_loss_with(batch, masked_nll_sum_train);
         let grads = output.loss.backward();
         TrainOutput::new(self, grads, output)
     }
