@@ -5,9 +5,10 @@
 
 use std::any::Any;
 
-use burn::tensor::{DType, Tensor, TensorData, backend::Backend, bf16, f16};
+use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend, bf16, f16};
 use burn_flex::{Flex, FlexTensor};
 
+use super::cross_entropy;
 use super::few_rows::{self, Weight};
 
 /// Weights smaller than this run faster through gemm than across threads (one row).
@@ -61,6 +62,49 @@ pub(super) fn matmul_weight<B: Backend>(
 }
 
 /// The elements of a contiguous f32, f16 or bf16 Flex tensor.
+/// [`super::row_logsumexp`] on Flex for a contiguous f32 `x`.
+pub(super) fn row_logsumexp<B: Backend>(x: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    let x = (x as &dyn Any).downcast_ref::<Tensor<Flex, 2>>()?;
+    let [rows, vocab] = x.dims();
+    let prim = x.clone().into_primitive().tensor();
+    let lse = cross_entropy::row_logsumexp(prim.as_slice::<f32>()?, vocab);
+    let out = Tensor::<Flex, 2>::from_data(TensorData::new(lse, [rows, 1]), &x.device());
+    let out: Box<dyn Any> = Box::new(out);
+    out.downcast::<Tensor<B, 2>>().ok().map(|out| *out)
+}
+
+/// [`super::softmax_minus_onehot`] on Flex for a contiguous f32 `x`.
+pub(super) fn softmax_minus_onehot<B: Backend>(
+    x: &Tensor<B, 2>,
+    lse: &Tensor<B, 2>,
+    targets: &Tensor<B, 2, Int>,
+    weights: &Tensor<B, 2>,
+) -> Option<Tensor<B, 2>> {
+    let x = (x as &dyn Any).downcast_ref::<Tensor<Flex, 2>>()?;
+    let [rows, vocab] = x.dims();
+    let prim = x.clone().into_primitive().tensor();
+    let logits = prim.as_slice::<f32>()?;
+    let small = |t: &Tensor<B, 2>| t.clone().into_data().convert::<f32>().to_vec::<f32>().ok();
+    let lse = small(lse)?;
+    let weights = small(weights)?;
+    let targets: Vec<usize> = targets
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .ok()?
+        .into_iter()
+        .map(|t| usize::try_from(t).unwrap_or(usize::MAX))
+        .collect();
+    if lse.len() != rows || weights.len() != rows || targets.len() != rows {
+        return None;
+    }
+    let grad = cross_entropy::softmax_minus_onehot(logits, vocab, &lse, &targets, &weights);
+    let out = Tensor::<Flex, 2>::from_data(TensorData::new(grad, [rows, vocab]), &x.device());
+    let out: Box<dyn Any> = Box::new(out);
+    out.downcast::<Tensor<B, 2>>().ok().map(|out| *out)
+}
+
 fn stored_weight(w: &FlexTensor) -> Option<Weight<'_>> {
     Some(match w.dtype() {
         DType::F32 => Weight::F32(w.as_slice::<f32>()?),

@@ -3,17 +3,19 @@
 //! | file | kernel |
 //! |---|---|
 //! | [`few_rows`] | a few rows times an f32, f16 or bf16 weight matrix (batch decoding): multi-threaded, streaming the weight once |
-//! | `flex` (feature `flex`) | routes [`matmul_weight`] on the Flex backend to [`few_rows`] |
+//! | [`cross_entropy`] | row log-sum-exp and `softmax − onehot` of the training loss: multi-threaded, a vectorized exponential |
+//! | `flex` (feature `flex`) | routes [`matmul_weight`], [`row_logsumexp`] and [`softmax_minus_onehot`] on the Flex backend to them |
 //!
 //! Every kernel computes what the Burn operation it replaces computes, up to the order of
 //! f32 additions; on any other backend, or for shapes a kernel does not serve, the Burn
 //! operation runs.
 
+pub mod cross_entropy;
 pub mod few_rows;
 #[cfg(feature = "flex")]
 mod flex;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, backend::Backend};
 
 /// `x · weight` for activations `x` and a weight stored `[d_in, d_out]` (Burn's `Linear`).
 ///
@@ -39,4 +41,50 @@ pub fn matmul_weight<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tenso
         return x.matmul(weight.cast(dtype));
     }
     x.matmul(weight)
+}
+
+/// `log Σ_j exp(x_rj)` of each row.
+///
+/// On Flex (contiguous f32 `x`) the [`cross_entropy`] kernel; otherwise Burn's
+/// operations (the row maximum subtracted first).
+///
+/// # Shapes
+///
+/// - x: `[rows, vocab]`
+/// - output: `[rows, 1]`
+pub fn row_logsumexp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::row_logsumexp(&x) {
+        return out;
+    }
+    let max = x.clone().max_dim(1);
+    (x - max.clone()).exp().sum_dim(1).log() + max
+}
+
+/// `w_r · (exp(x_rj − lse_r) − [j = t_r])`: the gradient of
+/// `Σ_r w_r · (lse_r − x_{r, t_r})` with respect to `x`, for `lse` =
+/// [`row_logsumexp`]`(x)`.
+///
+/// On Flex (contiguous f32 `x`) the [`cross_entropy`] kernel (one pass per row, no
+/// temporaries); otherwise Burn's operations.
+///
+/// # Shapes
+///
+/// - x: `[rows, vocab]`
+/// - lse, targets, weights: `[rows, 1]`
+/// - output: `[rows, vocab]`
+pub fn softmax_minus_onehot<B: Backend>(
+    x: Tensor<B, 2>,
+    lse: Tensor<B, 2>,
+    targets: Tensor<B, 2, Int>,
+    weights: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = flex::softmax_minus_onehot(&x, &lse, &targets, &weights) {
+        return out;
+    }
+    (x - lse)
+        .exp()
+        .mul(weights.clone())
+        .scatter(1, targets, weights.neg(), IndexingUpdateOp::Add)
 }

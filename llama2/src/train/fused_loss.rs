@@ -21,7 +21,9 @@ use burn::backend::autodiff::checkpoint::strategy::{
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::backend::{AutodiffBackend, Backend, BackendTypes};
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+use crate::kernels::{row_logsumexp, softmax_minus_onehot};
 
 type FloatTensor<B> = <B as BackendTypes>::FloatTensorPrimitive;
 type IntTensor<B> = <B as BackendTypes>::IntTensorPrimitive;
@@ -93,14 +95,15 @@ impl<I: Backend> Backward<I, 1> for MaskedNll {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logits, lse, targets, mask) = ops.state;
         unary::<I, _>(ops.parents, ops.node, grads, |grad| {
-            let weight = float::<I, 2>(grad) * float::<I, 2>(mask);
-            let probs = (float::<I, 2>(logits) - float::<I, 2>(lse)).exp();
-            let targets = Tensor::<I, 2, Int>::from_primitive(targets);
-            probs
-                .mul(weight.clone())
-                .scatter(1, targets, weight.neg(), IndexingUpdateOp::Add)
-                .into_primitive()
-                .tensor()
+            let weights = float::<I, 2>(grad) * float::<I, 2>(mask);
+            softmax_minus_onehot(
+                float::<I, 2>(logits),
+                float::<I, 2>(lse),
+                Tensor::<I, 2, Int>::from_primitive(targets),
+                weights,
+            )
+            .into_primitive()
+            .tensor()
         });
     }
 }
@@ -111,8 +114,7 @@ fn forward<I: Backend, C: CheckpointStrategy>(
     mask: FloatTensor<I>,
 ) -> AutodiffTensor<I> {
     let x = float::<I, 2>(logits.primitive.clone());
-    let max = x.clone().max_dim(1);
-    let lse = (x.clone() - max.clone()).exp().sum_dim(1).log() + max;
+    let lse = row_logsumexp(x.clone());
     let picked = x.gather(1, Tensor::from_primitive(targets.clone()));
     let rows = ((lse.clone() - picked) * float::<I, 2>(mask.clone()))
         .into_primitive()
