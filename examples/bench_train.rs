@@ -98,6 +98,7 @@ impl Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    llama2_burn::model::train::keep_freed_memory();
     ensure!(
         args.steps > 0 && args.seq_len > 0 && args.batch != Some(0) && args.threads != Some(0),
         "--steps, --seq-len, --batch and --threads must be positive"

@@ -99,6 +99,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    llama2_burn::model::train::keep_freed_memory();
     let tokenizer_path = match &args.tokenizer {
         Some(path) => common::tokenizer_path(path, common::DEFAULT_REVISION)?,
         None => common::data_path("tests/data/tokenizer/small.model"),

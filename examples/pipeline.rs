@@ -68,6 +68,7 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     common::init_logging();
+    llama2_burn::model::train::keep_freed_memory();
     let data = args
         .data
         .clone()

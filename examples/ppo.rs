@@ -142,6 +142,7 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     common::init_logging();
+    llama2_burn::model::train::keep_freed_memory();
     let tokenizer = common::resolve_tokenizer(args.tokenizer.as_deref(), &args.policy)?;
     let device = backend::device();
     let policy = llama2_burn::import::load_model::<SelectedAutodiff>(&args.policy, &device)

@@ -73,6 +73,7 @@ fn weighted_source(s: &str) -> Result<(PathBuf, Option<f64>), String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    llama2_burn::model::train::keep_freed_memory();
     let tokenizer_path = args
         .tokenizer
         .clone()

@@ -177,7 +177,10 @@ struct EvalCmd {
 
 fn main() {
     common::run(|| match Args::parse().command {
-        Command::Train(cmd) => train(*cmd),
+        Command::Train(cmd) => {
+            llama2_burn::model::train::keep_freed_memory();
+            train(*cmd)
+        }
         Command::Score(cmd) => score(cmd),
         Command::Eval(cmd) => eval(cmd),
         Command::Export(cmd) => export(cmd),

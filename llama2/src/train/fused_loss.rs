@@ -171,9 +171,9 @@ mod tests {
                 let per_row: Vec<Tensor<B, 1>> = (0..ROWS)
                     .map(|r| {
                         masked_nll_sum(
-                            x.clone().slice([r..r + 1]).reshape([1, 1, VOCAB]),
-                            targets.clone().slice([r..r + 1]),
-                            mask.clone().slice([r..r + 1]),
+                            x.clone().slice(r..r + 1).reshape([1, 1, VOCAB]),
+                            targets.clone().slice(r..r + 1),
+                            mask.clone().slice(r..r + 1),
                         )
                     })
                     .collect();

@@ -4,7 +4,7 @@
 //! | module | paper | contents |
 //! |---|---|---|
 //! | [`data`] | §2.2, §3.1 | token caches, packed text windows, SFT examples with prompt-masked targets, batches |
-//! | [`loss`] | §3.1 | masked token cross-entropy |
+//! | [`loss`], [`fused_loss`] | §3.1 | masked token cross-entropy; as one autodiff operation for training |
 //! | [`objective`] | — | what the engine needs from a model: [`Trainable`], [`StepOutput`] |
 //! | [`step`] | §2.2, §3.1 | burn-train `TrainStep` / `InferenceStep` for [`Llama`](crate::Llama): the causal-LM objective |
 //! | [`optim`] | §2.2 | AdamW (0.9, 0.95), ε 1e-5, weight decay 0.1 except on norms |
@@ -13,6 +13,7 @@
 //! | [`config`] | §2.2 | run settings (JSON) |
 //! | [`trainer`] | — | the engine for every objective: accumulation, clipping, scheduler, validation, logging, checkpoints |
 //! | [`checkpoint`] | — | atomic, resumable checkpoints |
+//! | [`memory`] | — | the allocator setting of training processes (freed memory kept for the next step) |
 //! | [`log`], [`plot`] | — | per-step metrics (JSONL, CSV) and SVG curves |
 //! | [`dashboard`], [`step_metric`], [`line_renderer`] | — | the metrics on burn-train's terminal dashboard or as text lines |
 //! | [`pretrain`], [`sft`] | §2.2, §3.1 | the two runs |
@@ -27,6 +28,7 @@ pub mod fused_loss;
 pub mod line_renderer;
 pub mod log;
 pub mod loss;
+pub mod memory;
 pub mod objective;
 pub mod optim;
 pub mod plot;
@@ -46,6 +48,7 @@ pub use data::{
 pub use error::TrainError;
 pub use line_renderer::LineRenderer;
 pub use log::{StepMetrics, ValidMetrics};
+pub use memory::keep_freed_memory;
 pub use objective::{StepOutput, Trainable};
 pub use optim::{LlamaAdamW, OptimConfig};
 pub use pretrain::{PretrainConfig, pretrain};
