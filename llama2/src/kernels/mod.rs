@@ -4,12 +4,15 @@
 //! |---|---|
 //! | [`few_rows`] | a few rows times an f32, f16 or bf16 weight matrix (batch decoding): multi-threaded, streaming the weight once |
 //! | [`cross_entropy`] | row log-sum-exp and `softmax − onehot` of the training loss: multi-threaded, a vectorized exponential |
+//! | `autodiff_softmax` (features `flex`, `train`) | softmax as one autodiff operation on `Autodiff<Flex>`: Flex's fused forward, `y ⊙ (g − Σ g y)` backward |
 //! | `flex` (feature `flex`) | routes [`matmul_weight`], [`row_logsumexp`] and [`softmax_minus_onehot`] on the Flex backend to them |
 //!
 //! Every kernel computes what the Burn operation it replaces computes, up to the order of
 //! f32 additions; on any other backend, or for shapes a kernel does not serve, the Burn
 //! operation runs.
 
+#[cfg(all(feature = "flex", feature = "train"))]
+mod autodiff_softmax;
 pub mod cross_entropy;
 pub mod few_rows;
 #[cfg(feature = "flex")]
@@ -87,4 +90,21 @@ pub fn softmax_minus_onehot<B: Backend>(
         .exp()
         .mul(weights.clone())
         .scatter(1, targets, weights.neg(), IndexingUpdateOp::Add)
+}
+
+/// `softmax(x, D − 1)`.
+///
+/// On `Autodiff<Flex>` (training) one autodiff operation (Flex's fused softmax
+/// forward, the backward from the saved output); otherwise Burn's `softmax`.
+///
+/// # Shapes
+///
+/// - x, output: `[..., n]`
+pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(all(feature = "flex", feature = "train"))]
+    let x = match autodiff_softmax::softmax_last(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::softmax(x, D - 1)
 }

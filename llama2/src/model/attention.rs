@@ -173,7 +173,7 @@ impl<B: Backend> Attention<B> {
         };
         let dtype = scores.dtype();
         let probs = if dtype == DType::F32 {
-            softmax(scores, 3)
+            crate::kernels::softmax_last(scores)
         } else {
             softmax(scores.cast(DType::F32), 3).cast(dtype)
         };
