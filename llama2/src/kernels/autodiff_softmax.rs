@@ -7,7 +7,7 @@
 //! (maximum, subtract, exp, sum, divide) whose backward passes keep and
 //! recompute their own intermediates, with a scalar `exp` on Flex.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -19,6 +19,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::backend::{Backend, BackendTypes};
 use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::Flex;
+
+use super::as_type;
 
 type FloatTensor<B> = <B as BackendTypes>::FloatTensorPrimitive;
 
@@ -41,10 +43,8 @@ pub(super) fn softmax_last<B: Backend, const D: usize>(
 }
 
 /// `value` as type `T`, which it is (checked by the caller through `TypeId`).
-fn same<T: 'static>(value: impl Any) -> T {
-    *(Box::new(value) as Box<dyn Any>)
-        .downcast::<T>()
-        .expect("the backend's tensor type was checked")
+fn same<T: 'static>(value: impl std::any::Any) -> T {
+    as_type(value).expect("the backend's tensor type was checked")
 }
 
 fn run<B: Backend, C: CheckpointStrategy, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {

@@ -8,8 +8,8 @@ use std::any::Any;
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend, bf16, f16};
 use burn_flex::{Flex, FlexTensor};
 
-use super::cross_entropy;
 use super::few_rows::{self, Weight};
+use super::{as_type, cross_entropy};
 
 /// Weights smaller than this run faster through gemm than across threads (one row).
 const MIN_WEIGHT_ELEMENTS: usize = 1 << 16;
@@ -57,11 +57,9 @@ pub(super) fn matmul_weight<B: Backend>(
             &x.device(),
         ))
     };
-    let out: Box<dyn Any> = Box::new(out);
-    out.downcast::<Tensor<B, 2>>().ok().map(|out| *out)
+    as_type(out)
 }
 
-/// The elements of a contiguous f32, f16 or bf16 Flex tensor.
 /// [`super::row_logsumexp`] on Flex for a contiguous f32 `x`.
 pub(super) fn row_logsumexp<B: Backend>(x: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
     let x = (x as &dyn Any).downcast_ref::<Tensor<Flex, 2>>()?;
@@ -69,8 +67,7 @@ pub(super) fn row_logsumexp<B: Backend>(x: &Tensor<B, 2>) -> Option<Tensor<B, 2>
     let prim = x.clone().into_primitive().tensor();
     let lse = cross_entropy::row_logsumexp(prim.as_slice::<f32>()?, vocab);
     let out = Tensor::<Flex, 2>::from_data(TensorData::new(lse, [rows, 1]), &x.device());
-    let out: Box<dyn Any> = Box::new(out);
-    out.downcast::<Tensor<B, 2>>().ok().map(|out| *out)
+    as_type(out)
 }
 
 /// [`super::softmax_minus_onehot`] on Flex for a contiguous f32 `x`.
@@ -101,10 +98,10 @@ pub(super) fn softmax_minus_onehot<B: Backend>(
     }
     let grad = cross_entropy::softmax_minus_onehot(logits, vocab, &lse, &targets, &weights);
     let out = Tensor::<Flex, 2>::from_data(TensorData::new(grad, [rows, vocab]), &x.device());
-    let out: Box<dyn Any> = Box::new(out);
-    out.downcast::<Tensor<B, 2>>().ok().map(|out| *out)
+    as_type(out)
 }
 
+/// The elements of a contiguous f32, f16 or bf16 Flex tensor.
 fn stored_weight(w: &FlexTensor) -> Option<Weight<'_>> {
     Some(match w.dtype() {
         DType::F32 => Weight::F32(w.as_slice::<f32>()?),

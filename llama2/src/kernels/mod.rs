@@ -18,7 +18,18 @@ pub mod few_rows;
 #[cfg(feature = "flex")]
 mod flex;
 
+use std::any::Any;
+
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, backend::Backend};
+
+/// `value` as type `T` when it is one (the kernels' way from a generic backend's
+/// tensor to a concrete one and back).
+pub(crate) fn as_type<T: 'static>(value: impl Any) -> Option<T> {
+    (Box::new(value) as Box<dyn Any>)
+        .downcast::<T>()
+        .ok()
+        .map(|value| *value)
+}
 
 /// `x · weight` for activations `x` and a weight stored `[d_in, d_out]` (Burn's `Linear`).
 ///

@@ -11,7 +11,7 @@
 //! same function: losses equal to f32 rounding, gradients
 //! `(exp(x − lse) − [j = t]) · mask · g` as PyTorch's `cross_entropy` gives.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -23,7 +23,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::tensor::backend::{AutodiffBackend, Backend, BackendTypes};
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
-use crate::kernels::{row_logsumexp, softmax_minus_onehot};
+use crate::kernels::{as_type, row_logsumexp, softmax_minus_onehot};
 
 type FloatTensor<B> = <B as BackendTypes>::FloatTensorPrimitive;
 type IntTensor<B> = <B as BackendTypes>::IntTensorPrimitive;
@@ -63,10 +63,8 @@ pub fn masked_nll_rows<B: AutodiffBackend>(
 }
 
 /// `value` as type `T`, which it is (checked by the caller through `TypeId`).
-fn same<T: 'static>(value: impl Any) -> T {
-    *(Box::new(value) as Box<dyn Any>)
-        .downcast::<T>()
-        .expect("the backend's tensor type was checked")
+fn same<T: 'static>(value: impl std::any::Any) -> T {
+    as_type(value).expect("the backend's tensor type was checked")
 }
 
 fn run<B: AutodiffBackend, I: Backend, C: CheckpointStrategy>(
