@@ -5,11 +5,13 @@
 
 use std::any::Any;
 
-use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend, bf16, f16};
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive, backend::Backend, bf16, f16};
 use burn_flex::{Flex, FlexTensor};
 
 use super::few_rows::{self, Weight};
-use super::{as_type, cross_entropy};
+use super::{
+    AdamWTensors, adamw, as_type, cross_entropy, rms_norm as norm_kernel, swiglu as gate_kernel,
+};
 
 /// Weights smaller than this run faster through gemm than across threads (one row).
 const MIN_WEIGHT_ELEMENTS: usize = 1 << 16;
@@ -101,6 +103,117 @@ pub(super) fn softmax_minus_onehot<B: Backend>(
     as_type(out)
 }
 
+/// [`super::swiglu`] on Flex for f32 `a` and `b` of one shape.
+pub(super) fn swiglu<B: Backend, const D: usize>(
+    a: &Tensor<B, D>,
+    b: &Tensor<B, D>,
+) -> Option<Tensor<B, D>> {
+    let a = (a as &dyn Any).downcast_ref::<Tensor<Flex, D>>()?;
+    let b = (b as &dyn Any).downcast_ref::<Tensor<Flex, D>>()?;
+    if a.dtype() != DType::F32 || b.dtype() != DType::F32 || a.dims() != b.dims() {
+        return None;
+    }
+    let a_prim = a.clone().into_primitive().tensor().to_contiguous();
+    let b_prim = b.clone().into_primitive().tensor().to_contiguous();
+    let out = gate_kernel::swiglu(a_prim.as_slice::<f32>()?, b_prim.as_slice::<f32>()?);
+    let out = Tensor::<Flex, D>::from_data(TensorData::new(out, a.shape()), &a.device());
+    as_type(out)
+}
+
+/// [`super::rms_norm`] on Flex for an f32 `x` and weight.
+pub(super) fn rms_norm<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> Option<Tensor<B, D>> {
+    let x = (x as &dyn Any).downcast_ref::<Tensor<Flex, D>>()?;
+    let weight = (weight as &dyn Any).downcast_ref::<Tensor<Flex, 1>>()?;
+    if x.dtype() != DType::F32
+        || weight.dtype() != DType::F32
+        || x.dims()[D - 1] != weight.dims()[0]
+    {
+        return None;
+    }
+    let x_prim = x.clone().into_primitive().tensor().to_contiguous();
+    let w_prim = weight.clone().into_primitive().tensor().to_contiguous();
+    let (y, _) = norm_kernel::rms_norm(
+        x_prim.as_slice::<f32>()?,
+        w_prim.as_slice::<f32>()?,
+        eps as f32,
+    );
+    let out = Tensor::<Flex, D>::from_data(TensorData::new(y, x.shape()), &x.device());
+    as_type(out)
+}
+
+/// [`super::adamw_step`] on Flex for f32 tensors of one shape.
+#[allow(clippy::type_complexity)]
+pub(super) fn adamw_step<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    step: &adamw::AdamWStep,
+) -> Result<
+    AdamWTensors<B, D>,
+    (
+        Tensor<B, D>,
+        Tensor<B, D>,
+        Option<(Tensor<B, D>, Tensor<B, D>)>,
+    ),
+> {
+    let served = (&param as &dyn Any).is::<Tensor<Flex, D>>()
+        && param.dtype() == DType::F32
+        && grad.dtype() == DType::F32
+        && grad.dims() == param.dims()
+        && moments.as_ref().is_none_or(|(m, v)| {
+            m.dtype() == DType::F32
+                && v.dtype() == DType::F32
+                && m.dims() == param.dims()
+                && v.dims() == param.dims()
+        });
+    if !served {
+        return Err((param, grad, moments));
+    }
+    let flex = |t: Tensor<B, D>| -> FlexTensor {
+        let t: Tensor<Flex, D> = as_type(t).expect("a Flex tensor (checked)");
+        t.into_primitive().tensor()
+    };
+    let shape = param.shape();
+    let mut p = writable(flex(param));
+    let g = flex(grad).to_contiguous();
+    let (mut m, mut v) = match moments {
+        Some((m, v)) => (writable(flex(m)), writable(flex(v))),
+        None => {
+            let zeros = || FlexTensor::zeros(shape.clone(), DType::F32);
+            (zeros(), zeros())
+        }
+    };
+    adamw::adamw_step(
+        p.try_storage_mut::<f32>().expect("a unique buffer"),
+        g.as_slice::<f32>().expect("contiguous"),
+        m.try_storage_mut::<f32>().expect("a unique buffer"),
+        v.try_storage_mut::<f32>().expect("a unique buffer"),
+        step,
+    );
+    let back = |t: FlexTensor| -> Tensor<B, D> {
+        as_type(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t)))
+            .expect("B is Flex (checked)")
+    };
+    Ok((back(p), back(m), back(v)))
+}
+
+/// `t` with a buffer of its own holding exactly its elements in row-major order: `t`
+/// itself when it has one, else a copy.
+fn writable(t: FlexTensor) -> FlexTensor {
+    let whole = t.is_contiguous()
+        && t.layout().start_offset() == 0
+        && t.bytes().len() == t.layout().num_elements() * std::mem::size_of::<f32>();
+    if whole && t.is_unique() {
+        t
+    } else {
+        FlexTensor::from_data(t.into_data())
+    }
+}
+
 /// The elements of a contiguous f32, f16 or bf16 Flex tensor.
 fn stored_weight(w: &FlexTensor) -> Option<Weight<'_>> {
     Some(match w.dtype() {
@@ -139,6 +252,40 @@ mod tests {
                 burn::tensor::Tolerance::absolute(1e-4),
             );
         }
+    }
+
+    #[test]
+    fn gate_and_norm_equal_burns_operations() {
+        let device = Default::default();
+        // A decoding row (one task) and a prefill block (several), the latter as a view.
+        for rows in [1, 300] {
+            let x =
+                Tensor::<Flex, 3>::random([1, rows, 768], Distribution::Normal(0.0, 2.0), &device);
+            let b =
+                Tensor::<Flex, 3>::random([1, rows, 768], Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<Flex, 1>::random([768], Distribution::Normal(1.0, 0.2), &device);
+            let x = if rows > 1 {
+                x.swap_dims(0, 1).swap_dims(0, 1)
+            } else {
+                x
+            };
+            let gate = swiglu(&x, &b).expect("f32 Flex tensors");
+            let want = burn::tensor::activation::silu(x.clone()) * b;
+            gate.into_data().assert_approx_eq::<f32>(
+                &want.into_data(),
+                burn::tensor::Tolerance::absolute(1e-5),
+            );
+            let norm = rms_norm(&x, &w, 1e-5).expect("f32 Flex tensors");
+            let rms = (x.clone().square().mean_dim(2) + 1e-5).sqrt();
+            let want = x / rms * w.unsqueeze();
+            norm.into_data().assert_approx_eq::<f32>(
+                &want.into_data(),
+                burn::tensor::Tolerance::absolute(1e-5),
+            );
+        }
+        let x = Tensor::<Flex, 2>::ones([2, 3], &device);
+        assert!(rms_norm(&x, &Tensor::ones([4], &device), 1e-5).is_none());
+        assert!(swiglu(&x, &Tensor::ones([1, 3], &device)).is_none());
     }
 
     #[test]

@@ -4,19 +4,27 @@
 //! |---|---|
 //! | [`few_rows`] | a few rows times an f32, f16 or bf16 weight matrix (batch decoding): multi-threaded, streaming the weight once |
 //! | [`cross_entropy`] | row log-sum-exp and `softmax − onehot` of the training loss: multi-threaded, a vectorized exponential |
-//! | `autodiff_softmax` (features `flex`, `train`) | softmax as one autodiff operation on `Autodiff<Flex>`: Flex's fused forward, `y ⊙ (g − Σ g y)` backward |
-//! | `flex` (feature `flex`) | routes [`matmul_weight`], [`row_logsumexp`] and [`softmax_minus_onehot`] on the Flex backend to them |
+//! | [`adamw`] | one AdamW step on a parameter in one pass, in place, multi-threaded |
+//! | [`swiglu`] | SwiGLU's gating `silu(a) ⊙ b` and its gradient: multi-threaded, a vectorized sigmoid |
+//! | [`rms_norm`] | RMSNorm with its weight, and its gradient: rows over the threads, vectorized |
+//! | `exp` | the vectorizable exponential and sigmoid of these kernels |
+//! | `autodiff` (features `flex`, `train`) | softmax, SwiGLU and RMSNorm as single autodiff operations on `Autodiff<Flex>` |
+//! | `flex` (feature `flex`) | routes [`matmul_weight`], [`row_logsumexp`], [`softmax_minus_onehot`], [`swiglu`](fn@swiglu), [`rms_norm`](fn@rms_norm) and [`adamw_step`] on the Flex backend to them |
 //!
 //! Every kernel computes what the Burn operation it replaces computes, up to the order of
 //! f32 additions; on any other backend, or for shapes a kernel does not serve, the Burn
 //! operation runs.
 
+pub mod adamw;
 #[cfg(all(feature = "flex", feature = "train"))]
-mod autodiff_softmax;
+mod autodiff;
 pub mod cross_entropy;
+mod exp;
 pub mod few_rows;
 #[cfg(feature = "flex")]
 mod flex;
+pub mod rms_norm;
+pub mod swiglu;
 
 use std::any::Any;
 
@@ -113,9 +121,100 @@ pub fn softmax_minus_onehot<B: Backend>(
 /// - x, output: `[..., n]`
 pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(all(feature = "flex", feature = "train"))]
-    let x = match autodiff_softmax::softmax_last(x) {
+    let x = match autodiff::softmax::softmax_last(x) {
         Ok(y) => return y,
         Err(x) => x,
     };
     burn::tensor::activation::softmax(x, D - 1)
+}
+
+/// `silu(a) ⊙ b`, SwiGLU's gating.
+///
+/// On `Autodiff<Flex>` (training) one autodiff operation and on Flex one pass, both
+/// through the [`swiglu`](mod@swiglu) kernels, for f32 tensors of one shape; otherwise
+/// Burn's `silu(a) * b`.
+///
+/// # Shapes
+///
+/// - a, b, output: `[...]`
+pub fn swiglu<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(all(feature = "flex", feature = "train"))]
+    let (a, b) = match autodiff::swiglu::swiglu(a, b) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    #[cfg(feature = "flex")]
+    if let Some(y) = flex::swiglu(&a, &b) {
+        return y;
+    }
+    burn::tensor::activation::silu(a) * b
+}
+
+/// RMSNorm over the last axis, `x / √(mean(x²) + eps) · weight`, normalised in f32
+/// whatever `x`'s precision and cast back before the weight is applied (as Meta's
+/// `RMSNorm`).
+///
+/// For f32 `x` and weight, on `Autodiff<Flex>` (training) one autodiff operation and on
+/// Flex one pass per row, both through the [`rms_norm`](mod@rms_norm) kernels;
+/// otherwise Burn's operations.
+///
+/// # Shapes
+///
+/// - x, output: `[..., dim]`
+/// - weight: `[dim]`
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    #[cfg(all(feature = "flex", feature = "train"))]
+    let (x, weight) = match autodiff::rms_norm::rms_norm(x, weight, eps) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    #[cfg(feature = "flex")]
+    if let Some(y) = flex::rms_norm(&x, &weight, eps) {
+        return y;
+    }
+    let dtype = x.dtype();
+    let x = x.cast(burn::tensor::DType::F32);
+    // A division rather than `recip()`: some CPU backends compute reciprocals with an
+    // approximate (12-bit) SIMD instruction.
+    let rms = (x.clone().square().mean_dim(D - 1) + eps).sqrt();
+    (x / rms).cast(dtype) * weight.unsqueeze()
+}
+
+/// A parameter and its AdamW moments after one step ([`adamw::adamw_step`]).
+pub type AdamWTensors<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>);
+
+/// One AdamW step of `param` with `grad` and the moments `(m, v)` of the previous steps
+/// (`None` at the first step): the updated parameter and moments, computed by the
+/// [`adamw`] kernel in one pass over f32 Flex tensors (in place where the buffers are not
+/// shared). `Err` gives the inputs back on any other backend or dtype, for Burn's `AdamW`
+/// (whose result this equals).
+///
+/// # Shapes
+///
+/// - param, grad, m, v: `[...]`, one shape
+#[allow(clippy::type_complexity)]
+pub fn adamw_step<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    step: &adamw::AdamWStep,
+) -> Result<
+    AdamWTensors<B, D>,
+    (
+        Tensor<B, D>,
+        Tensor<B, D>,
+        Option<(Tensor<B, D>, Tensor<B, D>)>,
+    ),
+> {
+    #[cfg(feature = "flex")]
+    return flex::adamw_step(param, grad, moments, step);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = step;
+        Err((param, grad, moments))
+    }
 }

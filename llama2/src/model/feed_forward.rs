@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Tensor, activation::silu, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 use super::adapted_rows;
 use crate::lora::LoraAdapter;
@@ -63,8 +63,9 @@ impl<B: Backend> FeedForward<B> {
     /// - x: `[batch, seq_len, dim]`
     /// - output: `[batch, seq_len, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(adapted_rows(&self.w1, self.w1_lora.as_ref(), x.clone()));
+        let gate = adapted_rows(&self.w1, self.w1_lora.as_ref(), x.clone());
         let up = adapted_rows(&self.w3, self.w3_lora.as_ref(), x);
-        adapted_rows(&self.w2, self.w2_lora.as_ref(), gate * up)
+        let hidden = crate::kernels::swiglu(gate, up);
+        adapted_rows(&self.w2, self.w2_lora.as_ref(), hidden)
     }
 }

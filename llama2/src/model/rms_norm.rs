@@ -2,7 +2,7 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::{DType, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 /// Configuration of [`RmsNorm`].
 #[derive(Config, Debug)]
@@ -42,12 +42,7 @@ impl<B: Backend> RmsNorm<B> {
     /// - input: `[..., dim]`
     /// - output: `[..., dim]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let x = x.cast(DType::F32);
-        // A division rather than `recip()`: some CPU backends compute reciprocals with an
-        // approximate (12-bit) SIMD instruction.
-        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
-        (x / rms).cast(dtype) * self.weight.val().unsqueeze()
+        crate::kernels::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 

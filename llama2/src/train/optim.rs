@@ -10,13 +10,20 @@
 //! Weight decay is decoupled (`θ ← θ − lr·wd·θ`, then the Adam update), the
 //! same update as `torch.optim.AdamW`. Gradient clipping by global norm lives
 //! in [`super::clip`] and is applied before the optimizer.
+//!
+//! On Flex the step of each parameter is the one-pass [`crate::kernels::adamw`] kernel,
+//! which computes what Burn's `AdamW` computes; other backends run Burn's `AdamW`.
 
 use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, LearningRate, SimpleOptimizer};
+use burn::optim::{
+    AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer,
+};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Device, Tensor};
+
+use crate::kernels::{adamw::AdamWStep, adamw_step};
 
 /// Optimizer hyper-parameters (defaults: the paper's).
 #[derive(Config, Debug, PartialEq)]
@@ -46,6 +53,10 @@ impl OptimConfig {
         OptimizerAdaptor::from(LlamaAdamW {
             decayed: self.adamw(self.weight_decay).build(),
             not_decayed: self.adamw(0.0).build(),
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
         })
     }
 
@@ -64,6 +75,10 @@ impl OptimConfig {
 pub struct LlamaAdamW {
     decayed: AdamW,
     not_decayed: AdamW,
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    weight_decay: f32,
 }
 
 impl<B: Backend> SimpleOptimizer<B> for LlamaAdamW {
@@ -76,6 +91,32 @@ impl<B: Backend> SimpleOptimizer<B> for LlamaAdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let step = AdamWStep {
+            lr,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            weight_decay: if D >= 2 { self.weight_decay } else { 0.0 },
+            time: state.as_ref().map_or(1, |s| s.momentum.time + 1),
+        };
+        let moments = state.map(|s| (s.momentum.moment_1, s.momentum.moment_2));
+        let (tensor, grad, state) = match adamw_step(tensor, grad, moments, &step) {
+            Ok((tensor, moment_1, moment_2)) => {
+                let momentum = AdaptiveMomentumState::new(step.time, moment_1, moment_2);
+                return (tensor, Some(AdamWState::new(momentum)));
+            }
+            Err((tensor, grad, moments)) => (
+                tensor,
+                grad,
+                moments.map(|(moment_1, moment_2)| {
+                    AdamWState::new(AdaptiveMomentumState::new(
+                        step.time - 1,
+                        moment_1,
+                        moment_2,
+                    ))
+                }),
+            ),
+        };
         let inner = if D >= 2 {
             &self.decayed
         } else {
@@ -86,5 +127,75 @@ impl<B: Backend> SimpleOptimizer<B> for LlamaAdamW {
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device<B>) -> Self::State<D> {
         <AdamW as SimpleOptimizer<B>>::to_device(state, device)
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::tensor::Distribution;
+    use burn_flex::Flex;
+
+    use super::*;
+
+    /// Three steps of `LlamaAdamW` (the Flex kernel) against Burn's `AdamW` with the same
+    /// settings, on a decayed matrix and an undecayed vector.
+    fn compare<const D: usize>(shape: [usize; D], decay: bool) {
+        let config = OptimConfig::new();
+        let ours = LlamaAdamW {
+            decayed: config.adamw(config.weight_decay).build(),
+            not_decayed: config.adamw(0.0).build(),
+            beta_1: config.beta_1,
+            beta_2: config.beta_2,
+            epsilon: config.epsilon,
+            weight_decay: config.weight_decay,
+        };
+        let burns = config
+            .adamw(if decay { config.weight_decay } else { 0.0 })
+            .build();
+        let device = Default::default();
+        let start = Tensor::<Flex, D>::random(shape, Distribution::Normal(0.0, 0.5), &device);
+        let (mut a, mut b) = (start.clone(), start);
+        let (mut state_a, mut state_b) = (None, None);
+        for step in 1..=3 {
+            let grad = Tensor::<Flex, D>::random(shape, Distribution::Normal(0.0, 0.1), &device);
+            let lr = 1e-3 * step as f64;
+            (a, state_a) = ours.step(lr, a, grad.clone(), state_a);
+            (b, state_b) = SimpleOptimizer::<Flex>::step(&burns, lr, b, grad, state_b);
+            let (sa, sb) = (state_a.as_ref().unwrap(), state_b.as_ref().unwrap());
+            assert_eq!(sa.momentum.time, step);
+            assert_eq!(sa.momentum.time, sb.momentum.time);
+            for (x, y) in [
+                (a.clone(), b.clone()),
+                (sa.momentum.moment_1.clone(), sb.momentum.moment_1.clone()),
+                (sa.momentum.moment_2.clone(), sb.momentum.moment_2.clone()),
+            ] {
+                x.into_data().assert_approx_eq::<f32>(
+                    &y.into_data(),
+                    burn::tensor::Tolerance::absolute(1e-7),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flex_runs_the_kernel_and_other_backends_do_not() {
+        let step = AdamWStep {
+            lr: 1e-3,
+            beta_1: 0.9,
+            beta_2: 0.95,
+            epsilon: 1e-5,
+            weight_decay: 0.1,
+            time: 1,
+        };
+        let t = Tensor::<Flex, 2>::ones([3, 4], &Default::default());
+        assert!(adamw_step(t.clone(), t, None, &step).is_ok());
+        let t = Tensor::<crate::TestBackend, 2>::ones([3, 4], &Default::default());
+        assert!(adamw_step(t.clone(), t, None, &step).is_err());
+    }
+
+    #[test]
+    fn the_flex_step_equals_burns_adamw() {
+        compare([300, 257], true);
+        compare([771], false);
     }
 }

@@ -7,48 +7,33 @@
 //! (maximum, subtract, exp, sum, divide) whose backward passes keep and
 //! recompute their own intermediates, with a scalar `exp` on Flex.
 
-use std::any::TypeId;
-
-use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
-};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::tensor::backend::{Backend, BackendTypes};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::Flex;
 
-use super::as_type;
-
-type FloatTensor<B> = <B as BackendTypes>::FloatTensorPrimitive;
+use super::{FloatTensor, Strategy, from_tracked, to_tracked};
 
 /// `softmax(x, D − 1)` when `B` is `Autodiff<Flex>` (without checkpointing or
 /// with `BalancedCheckpointing`) and `x` is f32; `Err(x)` otherwise.
-pub(super) fn softmax_last<B: Backend, const D: usize>(
+pub(in crate::kernels) fn softmax_last<B: Backend, const D: usize>(
     x: Tensor<B, D>,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    let id = TypeId::of::<B>();
     if x.dtype() != burn::tensor::DType::F32 {
         return Err(x);
     }
-    if id == TypeId::of::<Autodiff<Flex, NoCheckpointing>>() {
-        Ok(run::<B, NoCheckpointing, D>(x))
-    } else if id == TypeId::of::<Autodiff<Flex, BalancedCheckpointing>>() {
-        Ok(run::<B, BalancedCheckpointing, D>(x))
-    } else {
-        Err(x)
+    match Strategy::of::<B>() {
+        Some(Strategy::None) => Ok(run::<B, super::NoCheckpointing, D>(x)),
+        Some(Strategy::Balanced) => Ok(run::<B, super::BalancedCheckpointing, D>(x)),
+        None => Err(x),
     }
 }
 
-/// `value` as type `T`, which it is (checked by the caller through `TypeId`).
-fn same<T: 'static>(value: impl std::any::Any) -> T {
-    as_type(value).expect("the backend's tensor type was checked")
-}
-
 fn run<B: Backend, C: CheckpointStrategy, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let x: FloatTensor<Autodiff<Flex, C>> = same(x.into_primitive().tensor());
+    let x = to_tracked::<B, C, D>(x);
     let y = burn_flex::ops::activation::softmax(x.primitive, D - 1);
     let out = match Softmax::<D>
         .prepare::<C>([x.node.clone()])
@@ -58,7 +43,7 @@ fn run<B: Backend, C: CheckpointStrategy, const D: usize>(x: Tensor<B, D>) -> Te
         OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    Tensor::from_primitive(TensorPrimitive::Float(same::<FloatTensor<B>>(out)))
+    from_tracked::<B, C, D>(out)
 }
 
 #[derive(Debug)]
@@ -80,6 +65,8 @@ impl<const D: usize> Backward<Flex, 1> for Softmax<D> {
 
 #[cfg(test)]
 mod tests {
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
     use burn::tensor::activation::softmax;
     use burn::tensor::{Distribution, backend::AutodiffBackend};
 
