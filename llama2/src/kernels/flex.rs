@@ -10,7 +10,8 @@ use burn_flex::{Flex, FlexTensor};
 
 use super::few_rows::{self, Weight};
 use super::{
-    AdamWTensors, adamw, as_type, cross_entropy, rms_norm as norm_kernel, swiglu as gate_kernel,
+    AdamWInputs, AdamWTensors, adamw, as_type, cross_entropy, rms_norm as norm_kernel,
+    swiglu as gate_kernel,
 };
 
 /// Weights smaller than this run faster through gemm than across threads (one row).
@@ -146,20 +147,12 @@ pub(super) fn rms_norm<B: Backend, const D: usize>(
 }
 
 /// [`super::adamw_step`] on Flex for f32 tensors of one shape.
-#[allow(clippy::type_complexity)]
 pub(super) fn adamw_step<B: Backend, const D: usize>(
     param: Tensor<B, D>,
     grad: Tensor<B, D>,
     moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
     step: &adamw::AdamWStep,
-) -> Result<
-    AdamWTensors<B, D>,
-    (
-        Tensor<B, D>,
-        Tensor<B, D>,
-        Option<(Tensor<B, D>, Tensor<B, D>)>,
-    ),
-> {
+) -> Result<AdamWTensors<B, D>, AdamWInputs<B, D>> {
     let served = (&param as &dyn Any).is::<Tensor<Flex, D>>()
         && param.dtype() == DType::F32
         && grad.dtype() == DType::F32

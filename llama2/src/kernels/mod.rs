@@ -187,6 +187,13 @@ pub fn rms_norm<B: Backend, const D: usize>(
 /// A parameter and its AdamW moments after one step ([`adamw::adamw_step`]).
 pub type AdamWTensors<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>);
 
+/// The inputs of [`adamw_step`]: the parameter, its gradient and the moments `(m, v)`.
+pub type AdamWInputs<B, const D: usize> = (
+    Tensor<B, D>,
+    Tensor<B, D>,
+    Option<(Tensor<B, D>, Tensor<B, D>)>,
+);
+
 /// One AdamW step of `param` with `grad` and the moments `(m, v)` of the previous steps
 /// (`None` at the first step): the updated parameter and moments, computed by the
 /// [`adamw`] kernel in one pass over f32 Flex tensors (in place where the buffers are not
@@ -196,20 +203,12 @@ pub type AdamWTensors<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Tensor<B
 /// # Shapes
 ///
 /// - param, grad, m, v: `[...]`, one shape
-#[allow(clippy::type_complexity)]
 pub fn adamw_step<B: Backend, const D: usize>(
     param: Tensor<B, D>,
     grad: Tensor<B, D>,
     moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
     step: &adamw::AdamWStep,
-) -> Result<
-    AdamWTensors<B, D>,
-    (
-        Tensor<B, D>,
-        Tensor<B, D>,
-        Option<(Tensor<B, D>, Tensor<B, D>)>,
-    ),
-> {
+) -> Result<AdamWTensors<B, D>, AdamWInputs<B, D>> {
     #[cfg(feature = "flex")]
     return flex::adamw_step(param, grad, moments, step);
     #[cfg(not(feature = "flex"))]

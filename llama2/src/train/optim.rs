@@ -50,14 +50,18 @@ impl OptimConfig {
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
         &self,
     ) -> OptimizerAdaptor<LlamaAdamW, M, B> {
-        OptimizerAdaptor::from(LlamaAdamW {
+        OptimizerAdaptor::from(self.llama_adamw())
+    }
+
+    fn llama_adamw(&self) -> LlamaAdamW {
+        LlamaAdamW {
             decayed: self.adamw(self.weight_decay).build(),
             not_decayed: self.adamw(0.0).build(),
             beta_1: self.beta_1,
             beta_2: self.beta_2,
             epsilon: self.epsilon,
             weight_decay: self.weight_decay,
-        })
+        }
     }
 
     fn adamw(&self, weight_decay: f32) -> AdamWConfig {
@@ -141,14 +145,7 @@ mod tests {
     /// settings, on a decayed matrix and an undecayed vector.
     fn compare<const D: usize>(shape: [usize; D], decay: bool) {
         let config = OptimConfig::new();
-        let ours = LlamaAdamW {
-            decayed: config.adamw(config.weight_decay).build(),
-            not_decayed: config.adamw(0.0).build(),
-            beta_1: config.beta_1,
-            beta_2: config.beta_2,
-            epsilon: config.epsilon,
-            weight_decay: config.weight_decay,
-        };
+        let ours = config.llama_adamw();
         let burns = config
             .adamw(if decay { config.weight_decay } else { 0.0 })
             .build();
