@@ -139,13 +139,12 @@ fn step_any(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Scalars)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_values;
 
     #[test]
     fn three_steps_equal_the_formula_in_f64() {
         let n = 2 * CHUNK + 77;
-        let value =
-            |i: usize, seed: usize| ((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0 - 0.5;
-        let mut p: Vec<f32> = (0..n).map(|i| value(i, 1)).collect();
+        let mut p = test_values(n, 1, 1.0);
         let mut m = vec![0.0f32; n];
         let mut v = vec![0.0f32; n];
         let mut want: Vec<[f64; 3]> = p.iter().map(|&p| [p as f64, 0.0, 0.0]).collect();
@@ -158,7 +157,7 @@ mod tests {
                 weight_decay: 0.1,
                 time,
             };
-            let g: Vec<f32> = (0..n).map(|i| value(i, 1 + time) * 0.1).collect();
+            let g = test_values(n, 1 + time, 0.1);
             adamw_step(&mut p, &g, &mut m, &mut v, &step);
             for (w, &g) in want.iter_mut().zip(&g) {
                 let g = g as f64;

@@ -28,6 +28,15 @@ pub mod swiglu;
 
 use std::any::Any;
 
+/// `n` values spread over `[−scale/2, scale/2)` in a scrambled order fixed by `seed`: the
+/// inputs of the element-wise kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0 - 0.5) * scale)
+        .collect()
+}
+
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, backend::Backend};
 
 /// `value` as type `T` when it is one (the kernels' way from a generic backend's

@@ -240,12 +240,7 @@ fn backward_row(x: &[f32], w: &[f32], r: f32, g: &[f32], gx: &mut [f32], gw: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0 - 0.5) * scale)
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     #[test]
     fn norm_and_gradients_equal_f64() {

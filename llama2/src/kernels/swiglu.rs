@@ -133,12 +133,7 @@ fn backward_any(a: &[f32], b: &[f32], g: &[f32], ga: &mut [f32], gb: &mut [f32])
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0 - 0.5) * scale)
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     #[test]
     fn gate_and_gradients_equal_f64() {

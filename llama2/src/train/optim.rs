@@ -95,12 +95,13 @@ impl<B: Backend> SimpleOptimizer<B> for LlamaAdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let decayed = D >= 2;
         let step = AdamWStep {
             lr,
             beta_1: self.beta_1,
             beta_2: self.beta_2,
             epsilon: self.epsilon,
-            weight_decay: if D >= 2 { self.weight_decay } else { 0.0 },
+            weight_decay: if decayed { self.weight_decay } else { 0.0 },
             time: state.as_ref().map_or(1, |s| s.momentum.time + 1),
         };
         let moments = state.map(|s| (s.momentum.moment_1, s.momentum.moment_2));
@@ -121,7 +122,7 @@ impl<B: Backend> SimpleOptimizer<B> for LlamaAdamW {
                 }),
             ),
         };
-        let inner = if D >= 2 {
+        let inner = if decayed {
             &self.decayed
         } else {
             &self.not_decayed

@@ -76,13 +76,22 @@ pub(super) fn flex_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// The elements of `t` in row-major order (`t` made contiguous first if it is a view).
-pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
-/// The f32 elements of a contiguous tensor ([`contiguous`]).
+/// The f32 elements of a contiguous tensor (`FlexTensor::to_contiguous`).
 pub(super) fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous f32 tensor (checked before the kernel)")
+}
+
+/// Asserts that `got` equals `want` element by element within `abs + 1e-5 · |want|`, both
+/// of one non-zero length: the fused operations' tests against Burn's composed ones.
+#[cfg(test)]
+fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    assert!(!got.is_empty(), "{what}: no values");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= abs + 1e-5 * b.abs(),
+            "{what}[{i}]: {a} vs {b}"
+        );
+    }
 }

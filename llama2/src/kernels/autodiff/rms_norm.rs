@@ -9,8 +9,8 @@ use burn::tensor::{DType, Tensor};
 use burn_flex::{Flex, FlexTensor};
 
 use super::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing, Strategy, contiguous, flex_f32,
-    from_tracked, to_tracked, values,
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing, Strategy, flex_f32, from_tracked,
+    to_tracked, values,
 };
 use crate::kernels::rms_norm as kernel;
 
@@ -43,7 +43,10 @@ fn run<B: Backend, C: CheckpointStrategy, const D: usize>(
     let shape = x.shape();
     let x = to_tracked::<B, C, D>(x);
     let weight = to_tracked::<B, C, 1>(weight);
-    let (x_values, w_values) = (contiguous(x.primitive), contiguous(weight.primitive));
+    let (x_values, w_values) = (
+        x.primitive.to_contiguous(),
+        weight.primitive.to_contiguous(),
+    );
     let (y, inv) = kernel::rms_norm(values(&x_values), values(&w_values), eps as f32);
     let out = flex_f32(y, shape);
     let out = match RmsNorm
@@ -66,7 +69,7 @@ impl Backward<Flex, 2> for RmsNorm {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, weight, inv) = ops.state;
-        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let [parent_x, parent_w] = ops.parents;
         let (grad_x, grad_w) = kernel::rms_norm_backward(
             values(&x),
@@ -90,6 +93,7 @@ mod tests {
     use burn::tensor::{Distribution, backend::AutodiffBackend};
 
     use super::*;
+    use crate::kernels::autodiff::assert_close;
 
     /// Burn's composed RMSNorm.
     fn composed<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
@@ -146,14 +150,7 @@ mod tests {
                 .zip(&fused)
                 .zip(&composed)
             {
-                assert_eq!(a.len(), b.len());
-                assert!(!a.is_empty());
-                for (i, (a, b)) in a.iter().zip(b).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-5 + 1e-5 * b.abs(),
-                        "{what}[{i}]: {a} vs {b}"
-                    );
-                }
+                assert_close(what, a, b, 1e-5);
             }
         }
     }

@@ -9,8 +9,8 @@ use burn::tensor::{DType, Tensor};
 use burn_flex::{Flex, FlexTensor};
 
 use super::{
-    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing, Strategy, contiguous, flex_f32,
-    from_tracked, to_tracked, values,
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing, Strategy, flex_f32, from_tracked,
+    to_tracked, values,
 };
 use crate::kernels::swiglu as kernel;
 
@@ -37,7 +37,7 @@ fn run<B: Backend, C: CheckpointStrategy, const D: usize>(
 ) -> Tensor<B, D> {
     let shape = a.shape();
     let (a, b) = (to_tracked::<B, C, D>(a), to_tracked::<B, C, D>(b));
-    let (a_values, b_values) = (contiguous(a.primitive), contiguous(b.primitive));
+    let (a_values, b_values) = (a.primitive.to_contiguous(), b.primitive.to_contiguous());
     let out = flex_f32(kernel::swiglu(values(&a_values), values(&b_values)), shape);
     let out = match SwiGlu
         .prepare::<C>([a.node.clone(), b.node.clone()])
@@ -59,7 +59,7 @@ impl Backward<Flex, 2> for SwiGlu {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
-        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let shape = a.layout().shape().clone();
         let (grad_a, grad_b) = kernel::swiglu_backward(values(&a), values(&b), values(&grad));
         let [parent_a, parent_b] = ops.parents;
@@ -79,6 +79,7 @@ mod tests {
     use burn::tensor::{Distribution, backend::AutodiffBackend};
 
     use super::*;
+    use crate::kernels::autodiff::assert_close;
 
     /// The gate and the gradients of a weighted sum of it, fused and composed by Burn.
     fn both<B: AutodiffBackend>() -> [[Vec<f32>; 3]; 2] {
@@ -115,13 +116,7 @@ mod tests {
             .zip(&composed)
         {
             assert_eq!(a.len(), 2 * 37 * 301);
-            assert_eq!(a.len(), b.len());
-            for (i, (a, b)) in a.iter().zip(b).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
-                    "{what}[{i}]: {a} vs {b}"
-                );
-            }
+            assert_close(what, a, b, 1e-6);
         }
     }
 
