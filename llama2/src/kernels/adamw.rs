@@ -6,6 +6,7 @@
 //! f32 operations in the same order, so the same values — where Burn runs each as a
 //! pass of its own over the parameter's size (about fifteen, each allocating its result).
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Elements per parallel task.
@@ -93,30 +94,8 @@ impl Scalars {
     }
 }
 
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
 fn dispatch(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Scalars) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { step_avx512(p, g, m, v, s) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { step_avx2(p, g, m, v, s) };
-        }
-    }
-    step_any(p, g, m, v, s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn step_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Scalars) {
-    step_any(p, g, m, v, s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn step_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Scalars) {
     step_any(p, g, m, v, s)
 }
 

@@ -5,6 +5,7 @@
 //!
 //! The exponential is [`super::exp::exp`], which the compiler vectorizes.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::exp::exp;
@@ -71,59 +72,13 @@ pub fn softmax_minus_onehot(
     out
 }
 
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 fn dispatch_lse(row: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { lse_avx512(row) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { lse_avx2(row) };
-        }
-    }
     lse_any(row)
 }
 
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 fn dispatch_scaled_exp(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { scaled_exp_avx512(x, shift, scale, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { scaled_exp_avx2(x, shift, scale, out) };
-        }
-    }
-    scaled_exp_any(x, shift, scale, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn lse_avx512(row: &[f32]) -> f32 {
-    lse_any(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn lse_avx2(row: &[f32]) -> f32 {
-    lse_any(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn scaled_exp_avx512(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
-    scaled_exp_any(x, shift, scale, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scaled_exp_avx2(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
     scaled_exp_any(x, shift, scale, out)
 }
 

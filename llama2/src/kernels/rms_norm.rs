@@ -5,6 +5,7 @@
 //! Burn composes the forward pass of six operations over broadcast shapes and, backward,
 //! keeps and revisits each one's intermediates.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Elements per parallel task (whole rows).
@@ -109,73 +110,13 @@ pub fn rms_norm_backward(
     (grad_x, grad_w)
 }
 
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 fn dispatch_forward_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { forward_row_avx512(x, w, eps, y) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { forward_row_avx2(x, w, eps, y) };
-        }
-    }
     forward_row(x, w, eps, y)
 }
 
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 fn dispatch_backward_row(x: &[f32], w: &[f32], r: f32, g: &[f32], gx: &mut [f32], gw: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { backward_row_avx512(x, w, r, g, gx, gw) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { backward_row_avx2(x, w, r, g, gx, gw) };
-        }
-    }
-    backward_row(x, w, r, g, gx, gw)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn forward_row_avx512(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
-    forward_row(x, w, eps, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_row_avx2(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
-    forward_row(x, w, eps, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn backward_row_avx512(
-    x: &[f32],
-    w: &[f32],
-    r: f32,
-    g: &[f32],
-    gx: &mut [f32],
-    gw: &mut [f32],
-) {
-    backward_row(x, w, r, g, gx, gw)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_row_avx2(
-    x: &[f32],
-    w: &[f32],
-    r: f32,
-    g: &[f32],
-    gx: &mut [f32],
-    gw: &mut [f32],
-) {
     backward_row(x, w, r, g, gx, gw)
 }
 

@@ -5,6 +5,7 @@
 //! Burn composes the same as a sigmoid, two products and, backward, about six more
 //! element-wise operations, with glibc's scalar `expf`.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::exp::sigmoid;
@@ -55,59 +56,13 @@ pub fn swiglu_backward(a: &[f32], b: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32
     (grad_a, grad_b)
 }
 
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 fn dispatch_forward(a: &[f32], b: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { forward_avx512(a, b, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { forward_avx2(a, b, out) };
-        }
-    }
     forward_any(a, b, out)
 }
 
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 fn dispatch_backward(a: &[f32], b: &[f32], g: &[f32], ga: &mut [f32], gb: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { backward_avx512(a, b, g, ga, gb) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { backward_avx2(a, b, g, ga, gb) };
-        }
-    }
-    backward_any(a, b, g, ga, gb)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn forward_avx512(a: &[f32], b: &[f32], out: &mut [f32]) {
-    forward_any(a, b, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_avx2(a: &[f32], b: &[f32], out: &mut [f32]) {
-    forward_any(a, b, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn backward_avx512(a: &[f32], b: &[f32], g: &[f32], ga: &mut [f32], gb: &mut [f32]) {
-    backward_any(a, b, g, ga, gb)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_avx2(a: &[f32], b: &[f32], g: &[f32], ga: &mut [f32], gb: &mut [f32]) {
     backward_any(a, b, g, ga, gb)
 }
 
