@@ -10,7 +10,7 @@ use burn_flex::{Flex, FlexTensor};
 
 use super::few_rows::{self, Weight};
 use super::{
-    AdamWInputs, AdamWTensors, adamw, as_type, cross_entropy, rms_norm as norm_kernel,
+    AdamWInputs, AdamWTensors, adamw, as_type, cross_entropy, rms_norm as norm_kernel, rotary,
     swiglu as gate_kernel,
 };
 
@@ -146,6 +146,34 @@ pub(super) fn rms_norm<B: Backend, const D: usize>(
     as_type(out)
 }
 
+/// [`super::rotate_pairs`] on Flex for f32 tensors of fitting shapes.
+pub(super) fn rotate_pairs<B: Backend>(
+    x: &Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Option<Tensor<B, 4>> {
+    let x = (x as &dyn Any).downcast_ref::<Tensor<Flex, 4>>()?;
+    let cos = (cos as &dyn Any).downcast_ref::<Tensor<Flex, 2>>()?;
+    let sin = (sin as &dyn Any).downcast_ref::<Tensor<Flex, 2>>()?;
+    if !super::rotary_shapes_fit(x, cos, sin) {
+        return None;
+    }
+    let [_, _, heads, head_dim] = x.dims();
+    let contiguous = |t: &Tensor<Flex, 2>| t.clone().into_primitive().tensor().to_contiguous();
+    let (cos, sin) = (contiguous(cos), contiguous(sin));
+    let x_prim = x.clone().into_primitive().tensor().to_contiguous();
+    let y = rotary::rotate_pairs(
+        x_prim.as_slice::<f32>()?,
+        cos.as_slice::<f32>()?,
+        sin.as_slice::<f32>()?,
+        heads,
+        head_dim,
+        false,
+    );
+    let out = Tensor::<Flex, 4>::from_data(TensorData::new(y, x.shape()), &x.device());
+    as_type(out)
+}
+
 /// [`super::adamw_step`] on Flex for f32 tensors of one shape.
 pub(super) fn adamw_step<B: Backend, const D: usize>(
     param: Tensor<B, D>,
@@ -243,6 +271,27 @@ mod tests {
             got.into_data().assert_approx_eq::<f32>(
                 &want.into_data(),
                 burn::tensor::Tolerance::absolute(1e-4),
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_equals_burns_composition_bit_for_bit() {
+        let device = Default::default();
+        let rope = crate::model::rotary::RotaryEmbeddingConfig::new(64, 512).init::<Flex>(&device);
+        // Prefill of two sequences from position 0, and one decoding position far in.
+        for (batch, seq, start) in [(2, 300, 0), (3, 1, 417)] {
+            let x = Tensor::<Flex, 4>::random(
+                [batch, seq, 6, 64],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let composed = rope.apply_seq_major_composed(x.clone(), start).into_data();
+            let fused = rope.apply_seq_major(x, start).into_data();
+            assert_eq!(fused.shape, composed.shape);
+            assert_eq!(
+                fused.to_vec::<f32>().unwrap(),
+                composed.to_vec::<f32>().unwrap()
             );
         }
     }

@@ -7,9 +7,10 @@
 //! | [`adamw`] | one AdamW step on a parameter in one pass, in place, multi-threaded |
 //! | [`swiglu`] | SwiGLU's gating `silu(a) ⊙ b` and its gradient: multi-threaded, a vectorized sigmoid |
 //! | [`rms_norm`] | RMSNorm with its weight, and its gradient: rows over the threads, vectorized |
+//! | [`rotary`] | the rotary embedding's rotation of adjacent pairs, and its gradient: rows over the threads |
 //! | `exp` | the vectorizable exponential and sigmoid of these kernels |
-//! | `autodiff` (features `flex`, `train`) | softmax, SwiGLU and RMSNorm as single autodiff operations on `Autodiff<Flex>` |
-//! | `flex` (feature `flex`) | routes [`matmul_weight`], [`row_logsumexp`], [`softmax_minus_onehot`], [`swiglu`](fn@swiglu), [`rms_norm`](fn@rms_norm) and [`adamw_step`] on the Flex backend to them |
+//! | `autodiff` (features `flex`, `train`) | softmax, SwiGLU, RMSNorm and the rotary rotation as single autodiff operations on `Autodiff<Flex>` |
+//! | `flex` (feature `flex`) | routes [`matmul_weight`], [`row_logsumexp`], [`softmax_minus_onehot`], [`swiglu`](fn@swiglu), [`rms_norm`](fn@rms_norm), [`rotate_pairs`] and [`adamw_step`] on the Flex backend to them |
 //!
 //! Every kernel computes what the Burn operation it replaces computes, up to the order of
 //! f32 additions; on any other backend, or for shapes a kernel does not serve, the Burn
@@ -24,6 +25,7 @@ pub mod few_rows;
 #[cfg(feature = "flex")]
 mod flex;
 pub mod rms_norm;
+pub mod rotary;
 pub mod swiglu;
 
 use std::any::Any;
@@ -191,6 +193,47 @@ pub fn rms_norm<B: Backend, const D: usize>(
     // approximate (12-bit) SIMD instruction.
     let rms = (x.clone().square().mean_dim(D - 1) + eps).sqrt();
     (x / rms).cast(dtype) * weight.unsqueeze()
+}
+
+/// `x`'s adjacent pairs rotated by the angles of its positions, `(x₀ cos − x₁ sin,
+/// x₁ cos + x₀ sin)` ([`rotary::rotate_pairs`]), for f32 tensors on `Autodiff<Flex>`
+/// (training: one autodiff operation, the gradient rotated back) or on Flex (one pass).
+/// `Err(x)` on any other backend or dtype, for the caller's composition of Burn
+/// operations (whose result this equals bit for bit).
+///
+/// # Shapes
+///
+/// - x, output: `[batch, seq_len, heads, head_dim]`
+/// - cos, sin: `[seq_len, head_dim / 2]`, the tables of `x`'s positions
+pub fn rotate_pairs<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    #[cfg(all(feature = "flex", feature = "train"))]
+    let x = match autodiff::rotary::rotate_pairs(x, cos, sin) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
+    #[cfg(feature = "flex")]
+    if let Some(y) = flex::rotate_pairs(&x, cos, sin) {
+        return Ok(y);
+    }
+    let _ = (cos, sin);
+    Err(x)
+}
+
+/// Whether [`rotate_pairs`]' kernel serves these operands: f32, an even head size and
+/// tables of `seq_len` rows of `head_dim / 2`.
+#[cfg(feature = "flex")]
+fn rotary_shapes_fit<B: Backend>(x: &Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> bool {
+    let [_, seq_len, _, head_dim] = x.dims();
+    let table = [seq_len, head_dim / 2];
+    [x.dtype(), cos.dtype(), sin.dtype()] == [burn::tensor::DType::F32; 3]
+        && head_dim > 0
+        && head_dim.is_multiple_of(2)
+        && cos.dims() == table
+        && sin.dims() == table
 }
 
 /// A parameter and its AdamW moments after one step ([`adamw::adamw_step`]).

@@ -82,7 +82,27 @@ impl<B: Backend> RotaryEmbedding<B> {
     /// cosine twice, `sin'` is `(-sin, sin)` per pair and `swap` exchanges the two members
     /// of every pair: `(x₀·cos − x₁·sin, x₁·cos + x₀·sin)`, the same products and sums as
     /// Meta's complex multiplication, computed with contiguous element-wise operations.
+    ///
+    /// On Flex and `Autodiff<Flex>` one pass of [`crate::kernels::rotate_pairs`] (the same
+    /// roundings); elsewhere the composition below.
     pub(crate) fn apply_seq_major(&self, x: Tensor<B, 4>, start_pos: usize) -> Tensor<B, 4> {
+        let [_, seq_len, _, head_dim] = x.dims();
+        let range = start_pos..start_pos + seq_len;
+        let half = head_dim / 2;
+        let cos = self.cos.clone().slice([range.clone(), 0..half]);
+        let sin = self.sin.clone().slice([range, 0..half]);
+        match crate::kernels::rotate_pairs(x, &cos, &sin) {
+            Ok(y) => y,
+            Err(x) => self.apply_seq_major_composed(x, start_pos),
+        }
+    }
+
+    /// [`apply_seq_major`](Self::apply_seq_major) as Burn operations, for every backend.
+    pub(crate) fn apply_seq_major_composed(
+        &self,
+        x: Tensor<B, 4>,
+        start_pos: usize,
+    ) -> Tensor<B, 4> {
         let [batch, seq_len, heads, head_dim] = x.dims();
         let half = head_dim / 2;
         let device = x.device();

@@ -7,12 +7,14 @@
 //! | [`softmax`] | softmax over the last axis: Flex's fused forward, `y ⊙ (g − Σ g y)` backward from the saved output |
 //! | [`swiglu`] | `silu(a) ⊙ b` ([`super::swiglu`] kernels) |
 //! | [`rms_norm`] | RMSNorm with its weight ([`super::rms_norm`] kernels) |
+//! | [`rotary`] | the rotary embedding's rotation ([`super::rotary`] kernel), the gradient rotated back |
 //!
 //! Each applies to `Autodiff<Flex>` without checkpointing or with
 //! `BalancedCheckpointing` and f32 tensors, recognised by `TypeId`; every other backend
 //! gets its inputs back and runs Burn's operations.
 
 pub(super) mod rms_norm;
+pub(super) mod rotary;
 pub(super) mod softmax;
 pub(super) mod swiglu;
 
