@@ -78,69 +78,93 @@ impl<B: Backend> RotaryEmbedding<B> {
     /// [`apply`](Self::apply) for `x` laid out position-major, `[batch, seq_len, heads,
     /// head_dim]`, as the query and key projections produce it (no transposition needed).
     ///
-    /// Each pair is rotated as `x ⊙ cos' + swap(x) ⊙ sin'`, where `cos'` repeats each
-    /// cosine twice, `sin'` is `(-sin, sin)` per pair and `swap` exchanges the two members
-    /// of every pair: `(x₀·cos − x₁·sin, x₁·cos + x₀·sin)`, the same products and sums as
-    /// Meta's complex multiplication, computed with contiguous element-wise operations.
-    ///
-    /// On Flex and `Autodiff<Flex>` one pass of [`crate::kernels::rotate_pairs`] (the same
-    /// roundings); elsewhere the composition below.
+    /// On Flex and `Autodiff<Flex>` one pass of [`crate::kernels::rotate_pairs`];
+    /// elsewhere [`rotate_composed`], with the same roundings.
     pub(crate) fn apply_seq_major(&self, x: Tensor<B, 4>, start_pos: usize) -> Tensor<B, 4> {
-        let [_, seq_len, _, head_dim] = x.dims();
-        let range = start_pos..start_pos + seq_len;
-        let half = head_dim / 2;
-        let cos = self.cos.clone().slice([range.clone(), 0..half]);
-        let sin = self.sin.clone().slice([range, 0..half]);
+        let (cos, sin) = self.tables(start_pos, &x);
         match crate::kernels::rotate_pairs(x, &cos, &sin) {
             Ok(y) => y,
-            Err(x) => self.apply_seq_major_composed(x, start_pos),
+            Err(x) => rotate_composed(x, cos, sin),
         }
     }
 
-    /// [`apply_seq_major`](Self::apply_seq_major) as Burn operations, for every backend.
+    /// [`apply_seq_major`](Self::apply_seq_major) through [`rotate_composed`] on every
+    /// backend: the reference of the fused kernel's tests.
+    #[cfg(test)]
     pub(crate) fn apply_seq_major_composed(
         &self,
         x: Tensor<B, 4>,
         start_pos: usize,
     ) -> Tensor<B, 4> {
-        let [batch, seq_len, heads, head_dim] = x.dims();
-        let half = head_dim / 2;
-        let device = x.device();
-        let range = start_pos..start_pos + seq_len;
-        let pairs = |a: Tensor<B, 2>, b: Tensor<B, 2>| {
-            Tensor::stack::<3>(vec![a, b], 2).reshape([seq_len, head_dim])
-        };
-        let cos = self.cos.clone().slice([range.clone(), 0..half]);
-        let sin = self.sin.clone().slice([range, 0..half]);
-        let mut cos = pairs(cos.clone(), cos);
-        let mut sin = pairs(sin.clone().neg(), sin);
-
-        // The tables broadcast over whole rows of `x` viewed as `[rows, table_len]`: one
-        // position covers `heads` rows of `head_dim`, so repeat the tables per head unless
-        // there is a single position.
-        let table_rows = if seq_len == 1 {
-            1
-        } else {
-            let repeat = |t: Tensor<B, 2>| {
-                t.reshape([seq_len, 1, head_dim])
-                    .repeat_dim(1, heads)
-                    .reshape([seq_len * heads, head_dim])
-            };
-            cos = repeat(cos);
-            sin = repeat(sin);
-            seq_len * heads
-        };
-        let table_len = table_rows * head_dim;
-        let rows = batch * seq_len * heads / table_rows;
-
-        let swap: Vec<i64> = (0..head_dim as i64).map(|i| i ^ 1).collect();
-        let swap = Tensor::<B, 1, Int>::from_data(TensorData::new(swap, [head_dim]), &device);
-        let x = x.reshape([batch * seq_len * heads, head_dim]);
-        let swapped = x.clone().select(1, swap).reshape([rows, table_len]);
-        let rotated = x.reshape([rows, table_len]) * cos.reshape([1, table_len])
-            + swapped * sin.reshape([1, table_len]);
-        rotated.reshape([batch, seq_len, heads, head_dim])
+        let (cos, sin) = self.tables(start_pos, &x);
+        rotate_composed(x, cos, sin)
     }
+
+    /// The cosines and sines of the positions `start_pos .. start_pos + seq_len` of `x`.
+    ///
+    /// # Shapes
+    ///
+    /// - x: `[batch, seq_len, heads, head_dim]`
+    /// - outputs: `[seq_len, head_dim / 2]`
+    fn tables(&self, start_pos: usize, x: &Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let [_, seq_len, _, head_dim] = x.dims();
+        let range = start_pos..start_pos + seq_len;
+        let half = head_dim / 2;
+        (
+            self.cos.clone().slice([range.clone(), 0..half]),
+            self.sin.clone().slice([range, 0..half]),
+        )
+    }
+}
+
+/// Rotates the pairs of `x` by the tables of its positions as Burn operations, for every
+/// backend: `x ⊙ cos' + swap(x) ⊙ sin'`, where `cos'` repeats each cosine twice, `sin'` is
+/// `(-sin, sin)` per pair and `swap` exchanges the two members of every pair:
+/// `(x₀·cos − x₁·sin, x₁·cos + x₀·sin)`, the same products and sums as Meta's complex
+/// multiplication, computed with contiguous element-wise operations.
+///
+/// # Shapes
+///
+/// - x, output: `[batch, seq_len, heads, head_dim]`
+/// - cos, sin: `[seq_len, head_dim / 2]`
+fn rotate_composed<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let [batch, seq_len, heads, head_dim] = x.dims();
+    let device = x.device();
+    let pairs = |a: Tensor<B, 2>, b: Tensor<B, 2>| {
+        Tensor::stack::<3>(vec![a, b], 2).reshape([seq_len, head_dim])
+    };
+    let mut cos = pairs(cos.clone(), cos);
+    let mut sin = pairs(sin.clone().neg(), sin);
+
+    // The tables broadcast over whole rows of `x` viewed as `[rows, table_len]`: one
+    // position covers `heads` rows of `head_dim`, so repeat the tables per head unless
+    // there is a single position.
+    let table_rows = if seq_len == 1 {
+        1
+    } else {
+        let repeat = |t: Tensor<B, 2>| {
+            t.reshape([seq_len, 1, head_dim])
+                .repeat_dim(1, heads)
+                .reshape([seq_len * heads, head_dim])
+        };
+        cos = repeat(cos);
+        sin = repeat(sin);
+        seq_len * heads
+    };
+    let table_len = table_rows * head_dim;
+    let rows = batch * seq_len * heads / table_rows;
+
+    let swap: Vec<i64> = (0..head_dim as i64).map(|i| i ^ 1).collect();
+    let swap = Tensor::<B, 1, Int>::from_data(TensorData::new(swap, [head_dim]), &device);
+    let x = x.reshape([batch * seq_len * heads, head_dim]);
+    let swapped = x.clone().select(1, swap).reshape([rows, table_len]);
+    let rotated = x.reshape([rows, table_len]) * cos.reshape([1, table_len])
+        + swapped * sin.reshape([1, table_len]);
+    rotated.reshape([batch, seq_len, heads, head_dim])
 }
 
 #[cfg(test)]
