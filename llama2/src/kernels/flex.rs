@@ -9,9 +9,10 @@ use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive, backend::Bac
 use burn_flex::{Flex, FlexTensor};
 
 use super::few_rows::{self, Weight};
+use super::gemm::{self, Matrix};
 use super::{
-    AdamWInputs, AdamWTensors, adamw, as_type, cross_entropy, rms_norm as norm_kernel, rotary,
-    swiglu as gate_kernel,
+    AdamWInputs, AdamWTensors, adamw, as_type, cross_entropy, grad_norm, layout,
+    rms_norm as norm_kernel, rotary, swiglu as gate_kernel,
 };
 
 /// Weights smaller than this run faster through gemm than across threads (one row).
@@ -26,7 +27,7 @@ const MIN_WEIGHT_ELEMENTS_SEVERAL_ROWS: usize = 1 << 19;
 /// f32, f16 or bf16. A product of at most [`few_rows::MAX_ROWS`] rows with a weight large
 /// enough for the kernel to win runs [`few_rows`]; any other product with a half-precision
 /// weight widens it to f32 on all threads for Burn's matmul (Burn's own cast is
-/// single-threaded and goes through f64). `None` leaves an f32 product to Burn.
+/// single-threaded and goes through f64), and a larger f32 product runs [`gemm`](mod@gemm).
 pub(super) fn matmul_weight<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
@@ -52,7 +53,11 @@ pub(super) fn matmul_weight<B: Backend>(
         let out = few_rows::matmul(x_prim.as_slice::<f32>()?, stored, m, k, n);
         Tensor::<Flex, 2>::from_data(TensorData::new(out, [m, n]), &x.device())
     } else if matches!(stored, Weight::F32(_)) {
-        return None;
+        if x_prim.dtype() != DType::F32 {
+            return None;
+        }
+        let y = gemm::matmul(matrix(&x_prim), matrix(&w_prim));
+        Tensor::<Flex, 2>::from_data(TensorData::new(y, [m, n]), &x.device())
     } else {
         let widened = few_rows::widen(stored);
         x.clone().matmul(Tensor::from_data(
@@ -61,6 +66,20 @@ pub(super) fn matmul_weight<B: Backend>(
         ))
     };
     as_type(out)
+}
+
+/// The strided `[rows, cols]` view of a 2-D f32 Flex tensor.
+pub(in crate::kernels) fn matrix(t: &FlexTensor) -> Matrix<'_> {
+    let layout = t.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    Matrix {
+        data: t.storage::<f32>(),
+        offset: layout.start_offset(),
+        rows: shape[0],
+        cols: shape[1],
+        row_stride: strides[0],
+        col_stride: strides[1],
+    }
 }
 
 /// [`super::row_logsumexp`] on Flex for a contiguous f32 `x`.
@@ -114,8 +133,8 @@ pub(super) fn swiglu<B: Backend, const D: usize>(
     if a.dtype() != DType::F32 || b.dtype() != DType::F32 || a.dims() != b.dims() {
         return None;
     }
-    let a_prim = a.clone().into_primitive().tensor().to_contiguous();
-    let b_prim = b.clone().into_primitive().tensor().to_contiguous();
+    let a_prim = row_major(&a.clone().into_primitive().tensor());
+    let b_prim = row_major(&b.clone().into_primitive().tensor());
     let out = gate_kernel::swiglu(a_prim.as_slice::<f32>()?, b_prim.as_slice::<f32>()?);
     let out = Tensor::<Flex, D>::from_data(TensorData::new(out, a.shape()), &a.device());
     as_type(out)
@@ -135,8 +154,8 @@ pub(super) fn rms_norm<B: Backend, const D: usize>(
     {
         return None;
     }
-    let x_prim = x.clone().into_primitive().tensor().to_contiguous();
-    let w_prim = weight.clone().into_primitive().tensor().to_contiguous();
+    let x_prim = row_major(&x.clone().into_primitive().tensor());
+    let w_prim = row_major(&weight.clone().into_primitive().tensor());
     let (y, _) = norm_kernel::rms_norm(
         x_prim.as_slice::<f32>()?,
         w_prim.as_slice::<f32>()?,
@@ -159,9 +178,9 @@ pub(super) fn rotate_pairs<B: Backend>(
         return None;
     }
     let [_, _, heads, head_dim] = x.dims();
-    let contiguous = |t: &Tensor<Flex, 2>| t.clone().into_primitive().tensor().to_contiguous();
+    let contiguous = |t: &Tensor<Flex, 2>| row_major(&t.clone().into_primitive().tensor());
     let (cos, sin) = (contiguous(cos), contiguous(sin));
-    let x_prim = x.clone().into_primitive().tensor().to_contiguous();
+    let x_prim = row_major(&x.clone().into_primitive().tensor());
     let y = rotary::rotate_pairs(
         x_prim.as_slice::<f32>()?,
         cos.as_slice::<f32>()?,
@@ -200,7 +219,7 @@ pub(super) fn adamw_step<B: Backend, const D: usize>(
     };
     let shape = param.shape();
     let mut p = writable(flex(param));
-    let g = flex(grad).to_contiguous();
+    let g = row_major(&flex(grad));
     let (mut m, mut v) = match moments {
         Some((m, v)) => (writable(flex(m)), writable(flex(v))),
         None => {
@@ -220,6 +239,64 @@ pub(super) fn adamw_step<B: Backend, const D: usize>(
             .expect("B is Flex (checked)")
     };
     Ok((back(p), back(m), back(v)))
+}
+
+/// [`super::sum_squares`] on Flex for a contiguous f32 `x`.
+pub(super) fn sum_squares<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<f64> {
+    let x = (x as &dyn Any).downcast_ref::<Tensor<Flex, D>>()?;
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    let prim = x.clone().into_primitive().tensor();
+    Some(grad_norm::sum_squares(prim.as_slice::<f32>()?))
+}
+
+/// [`super::scale`] on Flex for an f32 `x`, in place where its buffer is not shared.
+pub(super) fn scale<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    by: f64,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if !(&x as &dyn Any).is::<Tensor<Flex, D>>() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let x: Tensor<Flex, D> = as_type(x).expect("a Flex tensor (checked)");
+    let mut t = writable(x.into_primitive().tensor());
+    grad_norm::scale(
+        t.try_storage_mut::<f32>().expect("a unique buffer"),
+        by as f32,
+    );
+    Ok(as_type(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t))).expect("B is Flex"))
+}
+
+/// [`super::row_major`] on Flex.
+pub(super) fn row_major_tensor<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if !(&x as &dyn Any).is::<Tensor<Flex, D>>() {
+        return Err(x);
+    }
+    let x: Tensor<Flex, D> = as_type(x).expect("a Flex tensor (checked)");
+    let t = row_major(&x.into_primitive().tensor());
+    Ok(as_type(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t))).expect("B is Flex"))
+}
+
+/// `t` with its elements in row-major order: `t` itself when they are, an f32 strided
+/// view copied on all threads ([`layout::to_row_major`]), other dtypes by Flex.
+pub(in crate::kernels) fn row_major(t: &FlexTensor) -> FlexTensor {
+    let whole = t.is_contiguous()
+        && t.layout().start_offset() == 0
+        && t.bytes().len() == t.layout().num_elements() * std::mem::size_of::<f32>();
+    if t.dtype() != DType::F32 || whole {
+        return t.to_contiguous();
+    }
+    let layout = t.layout();
+    let values = layout::to_row_major(
+        t.storage::<f32>(),
+        layout.start_offset(),
+        layout.shape(),
+        layout.strides(),
+    );
+    FlexTensor::from_data(TensorData::new(values, layout.shape().clone()))
 }
 
 /// `t` with a buffer of its own holding exactly its elements in row-major order: `t`
@@ -354,14 +431,26 @@ mod tests {
     }
 
     #[test]
-    fn other_shapes_and_views_are_left_to_burn() {
+    fn other_f32_products_run_gemm_and_strided_weights_are_left_to_burn() {
         let device = Default::default();
-        let x = Tensor::<Flex, 2>::ones([9, 512], &device);
-        let w = Tensor::<Flex, 2>::ones([512, 512], &device);
-        assert!(matmul_weight(&x, &w).is_none(), "9 rows");
-        let small = Tensor::<Flex, 2>::ones([64, 64], &device);
-        assert!(matmul_weight(&Tensor::ones([1, 64], &device), &small).is_none());
-        // A transposed weight is a strided view: not contiguous, left to gemm.
+        let random = |shape: [usize; 2]| {
+            Tensor::<Flex, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+        };
+        // Too many rows for the decoding kernel, and a weight too small for it; the
+        // activations of the first as a transposed (strided) view.
+        for (x, w) in [
+            (random([512, 9]).transpose(), random([512, 512])),
+            (random([1, 64]), random([64, 64])),
+        ] {
+            let got = matmul_weight(&x, &w).expect("served by gemm");
+            let want = x.clone().matmul(w);
+            assert_eq!(got.dims(), want.dims());
+            got.into_data().assert_approx_eq::<f32>(
+                &want.into_data(),
+                burn::tensor::Tolerance::absolute(1e-4),
+            );
+        }
+        // A transposed weight is a strided view: not contiguous, left to Burn.
         let transposed = Tensor::<Flex, 2>::ones([512, 640], &device).transpose();
         assert!(matmul_weight(&Tensor::ones([1, 640], &device), &transposed).is_none());
     }

@@ -8,9 +8,12 @@
 //! | [`swiglu`] | SwiGLU's gating `silu(a) ⊙ b` and its gradient: multi-threaded, a vectorized sigmoid |
 //! | [`rms_norm`] | RMSNorm with its weight, and its gradient: rows over the threads, vectorized |
 //! | [`rotary`] | the rotary embedding's rotation of adjacent pairs, and its gradient: rows over the threads |
+//! | [`gemm`] (feature `flex`) | f32 products of strided views through the `gemm` crate, written into new buffers without zeroing or a second copy |
+//! | [`layout`] | a strided (transposed) view copied into row-major order: rows over the threads |
+//! | [`grad_norm`] | a gradient's sum of squares and its scaling (global-norm clipping): multi-threaded, the scaling in place |
 //! | `exp` | the vectorizable exponential and sigmoid of these kernels |
-//! | `autodiff` (features `flex`, `train`) | softmax, SwiGLU, RMSNorm and the rotary rotation as single autodiff operations on `Autodiff<Flex>` |
-//! | `flex` (feature `flex`) | routes [`matmul_weight`], [`row_logsumexp`], [`softmax_minus_onehot`], [`swiglu`](fn@swiglu), [`rms_norm`](fn@rms_norm), [`rotate_pairs`] and [`adamw_step`] on the Flex backend to them |
+//! | `autodiff` (features `flex`, `train`) | the weight product, softmax, SwiGLU, RMSNorm, the rotary rotation and the row-major copy as single autodiff operations on `Autodiff<Flex>` |
+//! | `flex` (feature `flex`) | routes [`matmul_weight`], [`row_logsumexp`], [`softmax_minus_onehot`], [`swiglu`](fn@swiglu), [`rms_norm`](fn@rms_norm), [`rotate_pairs`], [`row_major`], [`sum_squares`], [`scale`] and [`adamw_step`] on the Flex backend to them |
 //!
 //! Every kernel computes what the Burn operation it replaces computes, up to the order of
 //! f32 additions; on any other backend, or for shapes a kernel does not serve, the Burn
@@ -24,6 +27,10 @@ mod exp;
 pub mod few_rows;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+pub mod gemm;
+pub mod grad_norm;
+pub mod layout;
 pub mod rms_norm;
 pub mod rotary;
 pub mod swiglu;
@@ -39,7 +46,7 @@ pub(crate) fn test_values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, backend::Backend};
+use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor, backend::Backend};
 
 /// `value` as type `T` when it is one (the kernels' way from a generic backend's
 /// tensor to a concrete one and back).
@@ -56,7 +63,9 @@ pub(crate) fn as_type<T: 'static>(value: impl Any) -> Option<T> {
 /// activations, see [`crate::model::WeightDType`]); the product is then computed as if the
 /// weight were widened to `x`'s type. On Flex, a product of at most
 /// [`few_rows::MAX_ROWS`] rows (decoding) runs the [`few_rows`] kernel on all of the
-/// backend's threads (widening half-precision weights in registers); otherwise
+/// backend's threads (widening half-precision weights in registers) and larger f32
+/// products run [`gemm`](mod@gemm); on `Autodiff<Flex>` (training) an f32 product is one
+/// autodiff operation through [`gemm`](mod@gemm), forward and backward; otherwise
 /// `x.matmul(weight)`, after a cast of the weight on other backends.
 ///
 /// # Shapes
@@ -65,6 +74,11 @@ pub(crate) fn as_type<T: 'static>(value: impl Any) -> Option<T> {
 /// - weight: `[d_in, d_out]`
 /// - output: `[rows, d_out]`
 pub fn matmul_weight<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[cfg(all(feature = "flex", feature = "train"))]
+    let (x, weight) = match autodiff::matmul::matmul(x, weight) {
+        Ok(y) => return y,
+        Err(operands) => operands,
+    };
     #[cfg(feature = "flex")]
     if let Some(out) = flex::matmul_weight(&x, &weight) {
         return out;
@@ -234,6 +248,62 @@ fn rotary_shapes_fit<B: Backend>(x: &Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Ten
         && head_dim.is_multiple_of(2)
         && cos.dims() == table
         && sin.dims() == table
+}
+
+/// `x` with its elements in row-major order, and in training its gradient too.
+///
+/// On Flex and `Autodiff<Flex>` a strided view (a transposed tensor) is copied on all
+/// threads ([`layout`]), where the reshape that follows would copy it on one; other
+/// backends get `x` back as it is (their reshapes copy what they need).
+///
+/// # Shapes
+///
+/// - x, output: `[...]`
+pub fn row_major<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(all(feature = "flex", feature = "train"))]
+    let x = match autodiff::layout::row_major_tracked(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    #[cfg(feature = "flex")]
+    let x = match flex::row_major_tensor(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    x
+}
+
+/// `Σ x²` over all of `x`'s elements, in f64.
+///
+/// On Flex (contiguous f32 `x`) the [`grad_norm`] kernel on all threads, each square and
+/// sum in f64; otherwise Burn's `square().sum()`.
+///
+/// # Shapes
+///
+/// - x: `[...]`
+pub fn sum_squares<B: Backend, const D: usize>(x: &Tensor<B, D>) -> f64 {
+    #[cfg(feature = "flex")]
+    if let Some(sum) = flex::sum_squares(x) {
+        return sum;
+    }
+    x.clone().square().sum().into_scalar().elem::<f64>()
+}
+
+/// `x · by`.
+///
+/// On Flex (f32 `x`) the [`grad_norm`] kernel on all threads, in place where `x`'s buffer
+/// is not shared; otherwise Burn's `mul_scalar`. Both multiply in f32.
+///
+/// # Shapes
+///
+/// - x, output: `[...]`
+pub fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, by: f64) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::scale(x, by) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    x.mul_scalar(by)
 }
 
 /// A parameter and its AdamW moments after one step ([`adamw::adamw_step`]).

@@ -11,6 +11,7 @@ use burn::tensor::{DType, Tensor, activation::softmax, backend::Backend};
 use super::adapted_rows;
 use super::rotary::RotaryEmbedding;
 use crate::cache::LayerCache;
+use crate::kernels;
 use crate::lora::LoraAdapter;
 
 /// Configuration of [`Attention`].
@@ -122,7 +123,9 @@ impl<B: Backend> Attention<B> {
         let v = split(adapted_rows(&self.wv, self.wv_lora.as_ref(), x), kv_heads);
         let q = rope.apply_seq_major(q, start_pos).swap_dims(1, 2);
         let k = rope.apply_seq_major(k, start_pos).swap_dims(1, 2);
-        let v = v.swap_dims(1, 2);
+        // In training the values' gradient arrives head-major: `row_major` copies it back
+        // to positions on all threads before the projection's backward pass.
+        let v = kernels::row_major(v).swap_dims(1, 2);
 
         // The keys and values of all positions, in one or two consecutive parts (see
         // `LayerCache::append_parts`).
@@ -136,7 +139,7 @@ impl<B: Backend> Attention<B> {
         let q = if group == 1 {
             q
         } else {
-            q.reshape([batch, kv_heads, rows, head_dim])
+            kernels::row_major(q).reshape([batch, kv_heads, rows, head_dim])
         };
         let mut scores: Vec<Tensor<B, 4>> = parts
             .iter()
@@ -173,7 +176,7 @@ impl<B: Backend> Attention<B> {
         };
         let dtype = scores.dtype();
         let probs = if dtype == DType::F32 {
-            crate::kernels::softmax_last(scores)
+            kernels::softmax_last(scores)
         } else {
             softmax(scores.cast(DType::F32), 3).cast(dtype)
         };
@@ -194,10 +197,11 @@ impl<B: Backend> Attention<B> {
             }
             out.unwrap()
         };
-        let out = out
-            .reshape([batch, heads, seq_len, head_dim])
-            .swap_dims(1, 2)
-            .reshape([batch, seq_len, heads * head_dim]);
+        let out = kernels::row_major(
+            out.reshape([batch, heads, seq_len, head_dim])
+                .swap_dims(1, 2),
+        )
+        .reshape([batch, seq_len, heads * head_dim]);
         adapted_rows(&self.wo, self.wo_lora.as_ref(), out)
     }
 }

@@ -8,8 +8,8 @@
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
 
 struct Params {
     /// (id, rank) of every float parameter.
@@ -31,12 +31,12 @@ fn param_ids<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M) -> Vec<(Param
 fn sum_sq<B: AutodiffBackend, const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<f64> {
     grads
         .get::<B::InnerBackend, D>(id)
-        .map(|g| g.square().sum().into_scalar().elem::<f64>())
+        .map(|g| crate::kernels::sum_squares(&g))
 }
 
 fn scale<B: AutodiffBackend, const D: usize>(grads: &mut GradientsParams, id: ParamId, by: f64) {
     if let Some(g) = grads.remove::<B::InnerBackend, D>(id) {
-        grads.register::<B::InnerBackend, D>(id, g.mul_scalar(by));
+        grads.register::<B::InnerBackend, D>(id, crate::kernels::scale(g, by));
     }
 }
 

@@ -8,11 +8,15 @@
 //! | [`swiglu`] | `silu(a) ⊙ b` ([`super::swiglu`] kernels) |
 //! | [`rms_norm`] | RMSNorm with its weight ([`super::rms_norm`] kernels) |
 //! | [`rotary`] | the rotary embedding's rotation ([`super::rotary`] kernel), the gradient rotated back |
+//! | [`matmul`] | activations times a weight, forward and both gradients ([`super::gemm`]) |
+//! | [`layout`] | a tensor and its gradient brought into row-major order ([`super::layout`] kernel) |
 //!
 //! Each applies to `Autodiff<Flex>` without checkpointing or with
 //! `BalancedCheckpointing` and f32 tensors, recognised by `TypeId`; every other backend
 //! gets its inputs back and runs Burn's operations.
 
+pub(super) mod layout;
+pub(super) mod matmul;
 pub(super) mod rms_norm;
 pub(super) mod rotary;
 pub(super) mod softmax;
@@ -29,6 +33,7 @@ use burn::tensor::{Shape, Tensor, TensorData, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 
 use super::as_type;
+pub(super) use super::flex::row_major;
 
 pub(super) type FloatTensor<B> = <B as BackendTypes>::FloatTensorPrimitive;
 
@@ -78,7 +83,7 @@ pub(super) fn flex_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// The f32 elements of a contiguous tensor (`FlexTensor::to_contiguous`).
+/// The f32 elements of a contiguous tensor ([`row_major`]).
 pub(super) fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous f32 tensor (checked before the kernel)")

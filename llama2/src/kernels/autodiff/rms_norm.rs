@@ -10,7 +10,7 @@ use burn_flex::{Flex, FlexTensor};
 
 use super::{
     BalancedCheckpointing, CheckpointStrategy, NoCheckpointing, Strategy, flex_f32, from_tracked,
-    to_tracked, values,
+    row_major, to_tracked, values,
 };
 use crate::kernels::rms_norm as kernel;
 
@@ -43,10 +43,7 @@ fn run<B: Backend, C: CheckpointStrategy, const D: usize>(
     let shape = x.shape();
     let x = to_tracked::<B, C, D>(x);
     let weight = to_tracked::<B, C, 1>(weight);
-    let (x_values, w_values) = (
-        x.primitive.to_contiguous(),
-        weight.primitive.to_contiguous(),
-    );
+    let (x_values, w_values) = (row_major(&x.primitive), row_major(&weight.primitive));
     let (y, inv) = kernel::rms_norm(values(&x_values), values(&w_values), eps as f32);
     let out = flex_f32(y, shape);
     let out = match RmsNorm
@@ -69,7 +66,7 @@ impl Backward<Flex, 2> for RmsNorm {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, weight, inv) = ops.state;
-        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let grad = row_major(&grads.consume::<Flex>(&ops.node));
         let [parent_x, parent_w] = ops.parents;
         let (grad_x, grad_w) = kernel::rms_norm_backward(
             values(&x),

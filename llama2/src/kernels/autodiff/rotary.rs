@@ -11,7 +11,7 @@ use burn_flex::Flex;
 
 use super::{
     BalancedCheckpointing, CheckpointStrategy, NoCheckpointing, Strategy, flex_f32, from_tracked,
-    to_tracked, values,
+    row_major, to_tracked, values,
 };
 use crate::kernels::rotary as kernel;
 
@@ -45,12 +45,11 @@ fn run<B: Backend, C: CheckpointStrategy>(
 ) -> Tensor<B, 4> {
     let shape = x.shape();
     let [_, _, heads, head_dim] = x.dims();
-    let table = |t: &Tensor<B, 2>| {
-        values(&to_tracked::<B, C, 2>(t.clone()).primitive.to_contiguous()).to_vec()
-    };
+    let table =
+        |t: &Tensor<B, 2>| values(&row_major(&to_tracked::<B, C, 2>(t.clone()).primitive)).to_vec();
     let (cos, sin) = (table(cos), table(sin));
     let x = to_tracked::<B, C, 4>(x);
-    let x_values = x.primitive.to_contiguous();
+    let x_values = row_major(&x.primitive);
     let y = kernel::rotate_pairs(values(&x_values), &cos, &sin, heads, head_dim, false);
     let out = flex_f32(y, shape);
     let out = match Rotary
@@ -89,7 +88,7 @@ impl Backward<Flex, 1> for Rotary {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let t = ops.state;
-        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let grad = row_major(&grads.consume::<Flex>(&ops.node));
         let shape = grad.layout().shape().clone();
         let [parent] = ops.parents;
         if let Some(node) = parent {

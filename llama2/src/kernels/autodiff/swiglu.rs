@@ -10,7 +10,7 @@ use burn_flex::{Flex, FlexTensor};
 
 use super::{
     BalancedCheckpointing, CheckpointStrategy, NoCheckpointing, Strategy, flex_f32, from_tracked,
-    to_tracked, values,
+    row_major, to_tracked, values,
 };
 use crate::kernels::swiglu as kernel;
 
@@ -37,7 +37,7 @@ fn run<B: Backend, C: CheckpointStrategy, const D: usize>(
 ) -> Tensor<B, D> {
     let shape = a.shape();
     let (a, b) = (to_tracked::<B, C, D>(a), to_tracked::<B, C, D>(b));
-    let (a_values, b_values) = (a.primitive.to_contiguous(), b.primitive.to_contiguous());
+    let (a_values, b_values) = (row_major(&a.primitive), row_major(&b.primitive));
     let out = flex_f32(kernel::swiglu(values(&a_values), values(&b_values)), shape);
     let out = match SwiGlu
         .prepare::<C>([a.node.clone(), b.node.clone()])
@@ -59,7 +59,7 @@ impl Backward<Flex, 2> for SwiGlu {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
-        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let grad = row_major(&grads.consume::<Flex>(&ops.node));
         let shape = a.layout().shape().clone();
         let (grad_a, grad_b) = kernel::swiglu_backward(values(&a), values(&b), values(&grad));
         let [parent_a, parent_b] = ops.parents;
