@@ -289,6 +289,18 @@ pub(in crate::kernels) fn row_major(t: &FlexTensor) -> FlexTensor {
     if t.dtype() != DType::F32 || whole {
         return t.to_contiguous();
     }
+    writable(t.clone())
+}
+
+/// The f32 tensor `t` with a buffer of its own holding exactly its elements in row-major
+/// order: `t` itself when it has one, else a copy made on all threads.
+fn writable(t: FlexTensor) -> FlexTensor {
+    let whole = t.is_contiguous()
+        && t.layout().start_offset() == 0
+        && t.bytes().len() == t.layout().num_elements() * std::mem::size_of::<f32>();
+    if whole && t.is_unique() {
+        return t;
+    }
     let layout = t.layout();
     let values = layout::to_row_major(
         t.storage::<f32>(),
@@ -297,19 +309,6 @@ pub(in crate::kernels) fn row_major(t: &FlexTensor) -> FlexTensor {
         layout.strides(),
     );
     FlexTensor::from_data(TensorData::new(values, layout.shape().clone()))
-}
-
-/// `t` with a buffer of its own holding exactly its elements in row-major order: `t`
-/// itself when it has one, else a copy.
-fn writable(t: FlexTensor) -> FlexTensor {
-    let whole = t.is_contiguous()
-        && t.layout().start_offset() == 0
-        && t.bytes().len() == t.layout().num_elements() * std::mem::size_of::<f32>();
-    if whole && t.is_unique() {
-        t
-    } else {
-        FlexTensor::from_data(t.into_data())
-    }
 }
 
 /// The elements of a contiguous f32, f16 or bf16 Flex tensor.

@@ -197,7 +197,13 @@ impl<B: AutodiffBackend, M: Trainable<B>> Trainer<B, M> {
         let grad_norm =
             clip_grad_norm::<B, _>(&self.model, &mut grads, self.config.optim.grad_clip_norm);
         let lr = self.scheduler.step();
-        self.model = TrainStep::optimize(self.model.clone(), &mut self.optim, lr, grads);
+        // The model is moved into the optimizer rather than cloned: holding the only
+        // reference to each parameter lets the AdamW kernel update it in place (a clone
+        // would make it copy every parameter first).
+        let optim = &mut self.optim;
+        update_in_place(&mut self.model, |model| {
+            TrainStep::optimize(model, optim, lr, grads)
+        });
         self.step += 1;
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         let loss = merged.loss();
@@ -374,4 +380,25 @@ fn named(metrics: Vec<(&'static str, f64)>) -> std::collections::BTreeMap<String
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
+}
+
+/// Replaces `*slot` by `f(*slot)`, moving the value through `f` without a clone. Should
+/// `f` panic, the process aborts: `*slot` would otherwise be dropped a second time during
+/// unwinding.
+fn update_in_place<T>(slot: &mut T, f: impl FnOnce(T) -> T) {
+    struct AbortOnUnwind;
+    impl Drop for AbortOnUnwind {
+        fn drop(&mut self) {
+            std::process::abort();
+        }
+    }
+    let guard = AbortOnUnwind;
+    // SAFETY: the value read out of `slot` is moved into `f` and `slot` is written back
+    // before anything can observe it; if `f` unwinds instead of returning, `guard` aborts
+    // the process before `slot`'s moved-out value could be used or dropped again.
+    unsafe {
+        let value = std::ptr::read(slot);
+        std::ptr::write(slot, f(value));
+    }
+    std::mem::forget(guard);
 }
