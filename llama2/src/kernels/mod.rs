@@ -35,8 +35,6 @@ pub mod rms_norm;
 pub mod rotary;
 pub mod swiglu;
 
-use std::any::Any;
-
 /// `n` values spread over `[−scale/2, scale/2)` in a scrambled order fixed by `seed`: the
 /// inputs of the element-wise kernels' tests.
 #[cfg(test)]
@@ -50,8 +48,9 @@ use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor, backend::Ba
 
 /// `value` as type `T` when it is one (the kernels' way from a generic backend's
 /// tensor to a concrete one and back).
-pub(crate) fn as_type<T: 'static>(value: impl Any) -> Option<T> {
-    (Box::new(value) as Box<dyn Any>)
+#[cfg(any(feature = "flex", feature = "train"))]
+pub(crate) fn as_type<T: 'static>(value: impl std::any::Any) -> Option<T> {
+    (Box::new(value) as Box<dyn std::any::Any>)
         .downcast::<T>()
         .ok()
         .map(|value| *value)
