@@ -256,49 +256,59 @@ pub(super) fn scale<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     by: f64,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    if !(&x as &dyn Any).is::<Tensor<Flex, D>>() || x.dtype() != DType::F32 {
+    if x.dtype() != DType::F32 {
         return Err(x);
     }
-    let x: Tensor<Flex, D> = as_type(x).expect("a Flex tensor (checked)");
-    let mut t = writable(x.into_primitive().tensor());
-    grad_norm::scale(
-        t.try_storage_mut::<f32>().expect("a unique buffer"),
-        by as f32,
-    );
-    Ok(as_type(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t))).expect("B is Flex"))
+    map_flex(x, |t| {
+        let mut t = writable(t);
+        grad_norm::scale(
+            t.try_storage_mut::<f32>().expect("a unique buffer"),
+            by as f32,
+        );
+        t
+    })
 }
 
 /// [`super::row_major`] on Flex.
 pub(super) fn row_major_tensor<B: Backend, const D: usize>(
     x: Tensor<B, D>,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    map_flex(x, |t| row_major(&t))
+}
+
+/// `f` applied to the primitive of `x` when `B` is Flex; `Err(x)` otherwise.
+fn map_flex<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(FlexTensor) -> FlexTensor,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
     if !(&x as &dyn Any).is::<Tensor<Flex, D>>() {
         return Err(x);
     }
     let x: Tensor<Flex, D> = as_type(x).expect("a Flex tensor (checked)");
-    let t = row_major(&x.into_primitive().tensor());
+    let t = f(x.into_primitive().tensor());
     Ok(as_type(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t))).expect("B is Flex"))
 }
 
 /// `t` with its elements in row-major order: `t` itself when they are, an f32 strided
 /// view copied on all threads ([`layout::to_row_major`]), other dtypes by Flex.
 pub(in crate::kernels) fn row_major(t: &FlexTensor) -> FlexTensor {
-    let whole = t.is_contiguous()
-        && t.layout().start_offset() == 0
-        && t.bytes().len() == t.layout().num_elements() * std::mem::size_of::<f32>();
-    if t.dtype() != DType::F32 || whole {
+    if t.dtype() != DType::F32 || fills_buffer(t) {
         return t.to_contiguous();
     }
     writable(t.clone())
 }
 
+/// Whether the f32 tensor `t` holds its elements in row-major order over its whole buffer.
+fn fills_buffer(t: &FlexTensor) -> bool {
+    t.is_contiguous()
+        && t.layout().start_offset() == 0
+        && t.bytes().len() == t.layout().num_elements() * std::mem::size_of::<f32>()
+}
+
 /// The f32 tensor `t` with a buffer of its own holding exactly its elements in row-major
 /// order: `t` itself when it has one, else a copy made on all threads.
 fn writable(t: FlexTensor) -> FlexTensor {
-    let whole = t.is_contiguous()
-        && t.layout().start_offset() == 0
-        && t.bytes().len() == t.layout().num_elements() * std::mem::size_of::<f32>();
-    if whole && t.is_unique() {
+    if fills_buffer(&t) && t.is_unique() {
         return t;
     }
     let layout = t.layout();

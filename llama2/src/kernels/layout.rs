@@ -43,7 +43,8 @@ pub fn to_row_major(src: &[f32], offset: usize, shape: &[usize], strides: &[isiz
         }
         at
     };
-    let copy_rows = |(task, out): (usize, &mut [f32]), rows_per_task: usize| {
+    let rows_per_task = (CHUNK / width).max(1);
+    let copy_rows = |(task, out): (usize, &mut [f32])| {
         for (r, row) in out.chunks_exact_mut(width).enumerate() {
             let start = row_start(task * rows_per_task + r);
             if step == 1 {
@@ -57,14 +58,11 @@ pub fn to_row_major(src: &[f32], offset: usize, shape: &[usize], strides: &[isiz
             }
         }
     };
-    let rows_per_task = (CHUNK / width).max(1);
     let task_len = rows_per_task * width;
     if n <= task_len {
-        copy_rows((0, &mut out[..]), rows_per_task);
+        copy_rows((0, &mut out[..]));
     } else {
-        out.par_chunks_mut(task_len)
-            .enumerate()
-            .for_each(|task| copy_rows(task, rows_per_task));
+        out.par_chunks_mut(task_len).enumerate().for_each(copy_rows);
     }
     out
 }
