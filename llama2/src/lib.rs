@@ -8,7 +8,7 @@
 //! | [`tokenizer`] | §2.1 | Meta's SentencePiece BPE tokenizer, exact to the `sentencepiece` package |
 //! | [`chat`] | §3.1 | the Llama 2-Chat dialog format (`[INST]`, `<<SYS>>`) |
 //! | [`generation`] | — | sampling (greedy, temperature, top-k, top-p) and Meta's `generate`, `text_completion`, `chat_completion` |
-//! | [`kernels`] | — | CPU kernels for decoding, the training loss, softmax, SwiGLU, RMSNorm and AdamW (Flex), each beside Burn's operations as the fallback |
+//! | [`kernels`] | — | CPU kernels for decoding, the weight products, the training loss, softmax, SwiGLU, RMSNorm, the rotary rotation, row-major copies, gradient clipping and AdamW (Flex), each beside Burn's operations as the fallback |
 //! | [`lora`] | — | LoRA adapters (Hu et al., 2021): attach, freeze, merge, save and load |
 //! | `serve` (feature `serve`) | — | an OpenAI-compatible HTTP server with streaming and continuous batching |
 //! | `train` (feature `train`) | §2.2, §3.1 | pretraining and supervised fine-tuning on burn-train |
