@@ -5,8 +5,8 @@
 //! | [`few_rows`] | a few rows times an f32, f16 or bf16 weight matrix (batch decoding): multi-threaded, streaming the weight once |
 //! | [`cross_entropy`] | row log-sum-exp and `softmax − onehot` of the training loss: multi-threaded, a vectorized exponential |
 //! | [`adamw`] | one AdamW step on a parameter in one pass, in place, multi-threaded |
-//! | [`swiglu`] | SwiGLU's gating `silu(a) ⊙ b` and its gradient: multi-threaded, a vectorized sigmoid |
-//! | [`rms_norm`] | RMSNorm with its weight, and its gradient: rows over the threads, vectorized |
+//! | [`swiglu`](mod@swiglu) | SwiGLU's gating `silu(a) ⊙ b` and its gradient: multi-threaded, a vectorized sigmoid |
+//! | [`rms_norm`](mod@rms_norm) | RMSNorm with its weight, and its gradient: rows over the threads, vectorized |
 //! | [`rotary`] | the rotary embedding's rotation of adjacent pairs, and its gradient: rows over the threads |
 //! | [`gemm`] (feature `flex`) | f32 products of strided views through the `gemm` crate, written into new buffers without zeroing or a second copy |
 //! | [`layout`] | a strided (transposed) view copied into row-major order: rows over the threads |
