@@ -249,7 +249,7 @@ fn train(cmd: TrainCmd) -> Result<()> {
                 .with_eval_every(50)
                 .with_schedule(
                     WarmupCosineConfig::new()
-                        .with_peak_lr(3e-3)
+                        .with_peak_lr(1e-3)
                         .with_warmup_steps(20)
                         .with_total_steps(0),
                 ),
@@ -294,7 +294,7 @@ fn train(cmd: TrainCmd) -> Result<()> {
             .with_context(|| format!("model {}", path.display()))?,
         None => {
             let mut c = LlamaConfig::tiny_15m();
-            c.dim = 64;
+            c.dim = 96;
             c.n_layers = 3;
             c.n_heads = 4;
             c.n_kv_heads = 2;

@@ -4,11 +4,11 @@ LlamaForSequenceClassification (f32, PyTorch eager), to compare with
 `cargo run --release --example reward -- train --steps N`.
 
 The same run on both sides: the default tiny reward model of the `reward` example (width
-64, 3 layers, 4 heads / 2 KV heads, SwiGLU width 192, the small tokenizer's 1200 tokens),
+96, 3 layers, 4 heads / 2 KV heads, SwiGLU width 256, the small tokenizer's 1200 tokens),
 the synthetic preference pairs of examples/data/preferences_train.jsonl in the Llama 2-Chat
 format (pre-tokenized here with sentencepiece, Meta's chat encoding), 32 pairs per step,
 margin "small" (the `margin` column: the paper's small margins by rating), AdamW
-lr 3e-3, betas (0.9, 0.95), weight decay 0.1, clipping 1.0, 20 warmup steps then cosine.
+lr 1e-3, betas (0.9, 0.95), weight decay 0.1, clipping 1.0, 20 warmup steps then cosine.
 
 Reports pairs/s of the training loop (TRL's `train_samples_per_second`, the run's
 `train_runtime`) and the process's peak RSS.
@@ -82,7 +82,7 @@ def main():
     tokenizer.pad_token_id = 0
     pairs = load_pairs(sp, os.path.join(ROOT, "examples/data/preferences_train.jsonl"))
     config = LlamaConfig(
-        vocab_size=sp.vocab_size(), hidden_size=64, intermediate_size=192,
+        vocab_size=sp.vocab_size(), hidden_size=96, intermediate_size=256,
         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
         rms_norm_eps=1e-5, max_position_embeddings=512, tie_word_embeddings=False,
         bos_token_id=1, eos_token_id=2, pad_token_id=0, num_labels=1,
@@ -92,7 +92,7 @@ def main():
     out = os.path.join("/tmp", f"bench-hf-reward-{os.getpid()}")
     cfg = RewardConfig(
         output_dir=out, max_steps=args.steps, per_device_train_batch_size=32,
-        learning_rate=3e-3, lr_scheduler_type="cosine", warmup_steps=20,
+        learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=20,
         adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.1, max_grad_norm=1.0,
         logging_steps=args.steps, save_strategy="no", report_to=[], use_cpu=True,
         dataloader_num_workers=0, max_length=None, disable_dropout=True, seed=0,

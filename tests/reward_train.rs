@@ -5,7 +5,7 @@
 //! clearest preferences ("significantly better") ranked right more often than
 //! the closest ones ("negligibly better / unsure").
 //!
-//! This is the `reward train` example's default run (a dim-64, 3-layer model;
+//! This is the `reward train` example's default run (a dim-96, 3-layer model;
 //! about 6 minutes on 2 cores), so it has a test binary of its own.
 #![cfg(feature = "train")]
 
@@ -33,7 +33,7 @@ fn a_tiny_reward_model_learns_the_synthetic_preferences() {
             .with_dashboard(false)
             .with_schedule(
                 WarmupCosineConfig::new()
-                    .with_peak_lr(3e-3)
+                    .with_peak_lr(1e-3)
                     .with_warmup_steps(20)
                     .with_total_steps(0),
             )
@@ -51,7 +51,7 @@ fn a_tiny_reward_model_learns_the_synthetic_preferences() {
     let device = backend::device();
     SelectedAutodiff::seed(&device, 42);
     let mut c = LlamaConfig::tiny_15m();
-    c.dim = 64;
+    c.dim = 96;
     c.n_layers = 3;
     c.n_heads = 4;
     c.n_kv_heads = 2;
