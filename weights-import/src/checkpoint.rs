@@ -211,7 +211,7 @@ impl Checkpoint {
                     target
                 }
             },
-            move |values, shape, dtype| TensorData::new(values, shape).convert_dtype(dtype),
+            crate::dtype::encode,
             progress,
             &failure,
         );

@@ -1,7 +1,12 @@
 //! Storage precisions and host-side conversions.
 
 use burn::tensor::{DType, TensorData};
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// Elements per task of the parallel conversions.
+const CHUNK: usize = 1 << 16;
 
 /// Precision in which weights are stored in a record or exported file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,18 +32,46 @@ impl StorageDtype {
 
     /// Converts host f32 values into tensor data of this precision (round to nearest even).
     pub fn encode(self, values: Vec<f32>, shape: Vec<usize>) -> TensorData {
-        match self {
-            Self::F32 => TensorData::new(values, shape),
-            Self::F16 => TensorData::new(
-                values.into_iter().map(f16::from_f32).collect::<Vec<_>>(),
-                shape,
-            ),
-            Self::BF16 => TensorData::new(
-                values.into_iter().map(bf16::from_f32).collect::<Vec<_>>(),
-                shape,
-            ),
-        }
+        encode(values, shape, self.dtype())
     }
+}
+
+/// Host f32 values as tensor data of `dtype`: f16 and bf16 rounded to nearest even on all
+/// threads (with F16C where the CPU has it), f32 as they are, other dtypes by Burn.
+pub(crate) fn encode(values: Vec<f32>, shape: Vec<usize>, dtype: DType) -> TensorData {
+    match dtype {
+        DType::F32 => TensorData::new(values, shape),
+        DType::F16 => TensorData::new(narrow::<f16>(&values), shape),
+        DType::BF16 => TensorData::new(narrow::<bf16>(&values), shape),
+        other => TensorData::new(values, shape).convert_dtype(other),
+    }
+}
+
+/// `values` rounded to a 16-bit float type, in parallel chunks.
+fn narrow<H>(values: &[f32]) -> Vec<H>
+where
+    H: Copy + Default + Send + Sync,
+    [H]: HalfFloatSliceExt,
+{
+    let mut out = vec![H::default(); values.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(values.par_chunks(CHUNK))
+        .for_each(|(out, values)| out.convert_from_f32_slice(values));
+    out
+}
+
+/// Little-endian values of `width` bytes each, widened to f32 by `f` in parallel chunks
+/// (trailing bytes short of a value are ignored).
+fn widen(bytes: &[u8], width: usize, f: impl Fn(&[u8]) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; bytes.len() / width];
+    out.par_chunks_mut(CHUNK)
+        .zip(bytes.par_chunks(CHUNK * width))
+        .for_each(|(out, bytes)| {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(width)) {
+                *o = f(b);
+            }
+        });
+    out
 }
 
 impl std::str::FromStr for StorageDtype {
@@ -85,22 +118,12 @@ pub(crate) fn safetensors_float(dtype: safetensors::Dtype) -> Option<DType> {
 /// Decodes little-endian floating-point bytes to f32. `None` for non-float dtypes.
 pub(crate) fn decode_le(dtype: DType, bytes: &[u8]) -> Option<Vec<f32>> {
     let out = match dtype {
-        DType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
-            .collect(),
+        DType::F32 => widen(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        DType::F16 => widen(bytes, 2, |c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        DType::BF16 => widen(bytes, 2, |c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        DType::F64 => widen(bytes, 8, |c| {
+            f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32
+        }),
         _ => return None,
     };
     Some(out)
@@ -122,6 +145,90 @@ mod tests {
         let data = StorageDtype::BF16.encode(rounded.clone(), vec![4]);
         assert_eq!(data.dtype, DType::BF16);
         assert_eq!(data_to_f32(&data).unwrap(), rounded);
+    }
+
+    /// Values over more than one parallel chunk: ties, subnormals, overflow, infinities.
+    fn awkward_values() -> Vec<f32> {
+        let specials = [
+            0.0f32,
+            -0.0,
+            1.0 + f32::EPSILON,
+            1.000_488_3, // an f16 tie
+            6.0e-8,      // f16 subnormal
+            1.0e-40,     // f32 subnormal
+            70_000.0,    // past f16's range
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+        ];
+        (0..CHUNK * 2 + 37)
+            .map(|i| match i % 13 {
+                k if k < specials.len() => specials[k],
+                _ => (i as f32 * 0.618_034).sin() * 10f32.powi((i % 9) as i32 - 4),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parallel_narrowing_equals_element_wise_rounding() {
+        let values = awkward_values();
+        let n = values.len();
+        let halves = encode(values.clone(), vec![n], DType::F16);
+        let expected: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+        assert_eq!(halves.dtype, DType::F16);
+        assert_eq!(halves.as_slice::<f16>().unwrap().len(), n);
+        assert!(
+            halves
+                .as_slice::<f16>()
+                .unwrap()
+                .iter()
+                .zip(&expected)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        let brains = encode(values.clone(), vec![n], DType::BF16);
+        let expected: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+        assert_eq!(brains.as_slice::<bf16>().unwrap().len(), n);
+        assert!(
+            brains
+                .as_slice::<bf16>()
+                .unwrap()
+                .iter()
+                .zip(&expected)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        let nan = encode(vec![f32::NAN], vec![1], DType::F16);
+        assert!(nan.as_slice::<f16>().unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn parallel_widening_equals_element_wise_decoding() {
+        let values = awkward_values();
+        let n = values.len();
+        let halves: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        let expected: Vec<f32> = values.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        let decoded = decode_le(DType::F16, &halves).unwrap();
+        assert_eq!(decoded.len(), n);
+        assert!(
+            decoded
+                .iter()
+                .zip(&expected)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        // A trailing byte short of a value is ignored.
+        let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.push(7);
+        let decoded = decode_le(DType::F32, &bytes).unwrap();
+        assert_eq!(decoded.len(), n);
+        assert!(
+            decoded
+                .iter()
+                .zip(&values)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert!(decode_le(DType::I32, &bytes).is_none());
     }
 
     #[test]

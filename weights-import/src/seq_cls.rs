@@ -20,7 +20,7 @@ use std::rc::Rc;
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Element, Tensor, TensorData};
+use burn::tensor::{Element, Tensor};
 use burn_store::{BurnpackStore, BurnpackWriter, ModuleSnapshot, ModuleStore, TensorSnapshot};
 use llama2::{Llama, LlamaConfig};
 use serde::{Deserialize, Serialize};
@@ -243,7 +243,7 @@ impl SeqClsCheckpoint {
         let failure = Failure::default();
         let snapshots = checkpoint.snapshots(
             |_| target,
-            move |values, shape, _| TensorData::new(values, shape).convert_dtype(target),
+            move |values, shape, _| crate::dtype::encode(values, shape, target),
             |_, _, _| {},
             &failure,
         );
@@ -269,7 +269,7 @@ impl SeqClsCheckpoint {
             tensor: SCORE_TENSOR.into(),
         })?;
         let values = (score.load)()?;
-        let data = TensorData::new(values, [self.config.dim, 1]).convert_dtype(target);
+        let data = crate::dtype::encode(values, vec![self.config.dim, 1], target);
         let score = Linear {
             weight: Param::from_tensor(Tensor::from_data(data, device)),
             bias: None,
