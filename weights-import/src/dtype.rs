@@ -174,28 +174,19 @@ mod tests {
         let values = awkward_values();
         let n = values.len();
         let halves = encode(values.clone(), vec![n], DType::F16);
-        let expected: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+        let expected: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
         assert_eq!(halves.dtype, DType::F16);
-        assert_eq!(halves.as_slice::<f16>().unwrap().len(), n);
-        assert!(
-            halves
-                .as_slice::<f16>()
-                .unwrap()
-                .iter()
-                .zip(&expected)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
+        assert_eq!(halves.as_bytes(), &expected[..]);
         let brains = encode(values.clone(), vec![n], DType::BF16);
-        let expected: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
-        assert_eq!(brains.as_slice::<bf16>().unwrap().len(), n);
-        assert!(
-            brains
-                .as_slice::<bf16>()
-                .unwrap()
-                .iter()
-                .zip(&expected)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
+        let expected: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect();
+        assert_eq!(brains.dtype, DType::BF16);
+        assert_eq!(brains.as_bytes(), &expected[..]);
         let nan = encode(vec![f32::NAN], vec![1], DType::F16);
         assert!(nan.as_slice::<f16>().unwrap()[0].is_nan());
     }
@@ -203,31 +194,20 @@ mod tests {
     #[test]
     fn parallel_widening_equals_element_wise_decoding() {
         let values = awkward_values();
-        let n = values.len();
         let halves: Vec<u8> = values
             .iter()
             .flat_map(|&v| f16::from_f32(v).to_le_bytes())
             .collect();
         let expected: Vec<f32> = values.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
-        let decoded = decode_le(DType::F16, &halves).unwrap();
-        assert_eq!(decoded.len(), n);
-        assert!(
-            decoded
-                .iter()
-                .zip(&expected)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
+        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&decode_le(DType::F16, &halves).unwrap()),
+            bits(&expected)
         );
         // A trailing byte short of a value is ignored.
         let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         bytes.push(7);
-        let decoded = decode_le(DType::F32, &bytes).unwrap();
-        assert_eq!(decoded.len(), n);
-        assert!(
-            decoded
-                .iter()
-                .zip(&values)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
+        assert_eq!(bits(&decode_le(DType::F32, &bytes).unwrap()), bits(&values));
         assert!(decode_le(DType::I32, &bytes).is_none());
     }
 
