@@ -26,8 +26,7 @@ use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand, ValueEnum};
 use llama2_burn::backend::{self, Selected, SelectedAutodiff};
 use llama2_burn::import::{RewardMeta, StorageDtype, load_model, model_tokenizer};
-use llama2_burn::model::train::{TrainConfig, WarmupCosineConfig};
-use llama2_burn::model::{LlamaConfig, Tokenizer};
+use llama2_burn::model::Tokenizer;
 use llama2_burn::reward::{
     MarginKind, PreferenceDataset, RankingLossConfig, RewardModel, RewardModelConfig,
     RewardTrainConfig, evaluate, train_reward,
@@ -241,23 +240,9 @@ fn train(cmd: TrainCmd) -> Result<()> {
     let mut config = if cmd.paper {
         RewardTrainConfig::paper(data)
     } else {
-        RewardTrainConfig::new(
-            TrainConfig::new()
-                .with_seq_len(96)
-                .with_micro_batch_size(16)
-                .with_log_every(10)
-                .with_eval_every(50)
-                .with_schedule(
-                    WarmupCosineConfig::new()
-                        .with_peak_lr(1e-3)
-                        .with_warmup_steps(20)
-                        .with_total_steps(0),
-                ),
-            data,
-        )
-        .with_pairs_per_step(32)
-        .with_epochs(Some(15.0))
-        .with_warmup_ratio(None)
+        let mut tiny = RewardTrainConfig::tiny(data);
+        tiny.train = tiny.train.with_log_every(10).with_eval_every(50);
+        tiny
     };
     config.valid = if !cmd.valid.is_empty() {
         strings(&cmd.valid)
@@ -292,16 +277,9 @@ fn train(cmd: TrainCmd) -> Result<()> {
     let trunk = match &base {
         Some(path) => load_model::<SelectedAutodiff>(path, &device)
             .with_context(|| format!("model {}", path.display()))?,
-        None => {
-            let mut c = LlamaConfig::tiny_15m();
-            c.dim = 96;
-            c.n_layers = 3;
-            c.n_heads = 4;
-            c.n_kv_heads = 2;
-            c.vocab_size = tokenizer.vocab_size();
-            c.max_seq_len = config.train.seq_len;
-            c.init::<SelectedAutodiff>(&device)
-        }
+        None => config
+            .tiny_trunk(tokenizer.vocab_size())
+            .init::<SelectedAutodiff>(&device),
     };
     ensure!(
         trunk.config.vocab_size >= tokenizer.vocab_size(),

@@ -25,41 +25,23 @@ fn a_tiny_reward_model_learns_the_synthetic_preferences() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tokenizer = Tokenizer::from_file(root.join("tests/data/tokenizer/small.model")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = RewardTrainConfig::new(
-        TrainConfig::new()
-            .with_seq_len(96)
-            .with_micro_batch_size(16)
-            .with_log_every(0)
-            .with_dashboard(false)
-            .with_schedule(
-                WarmupCosineConfig::new()
-                    .with_peak_lr(1e-3)
-                    .with_warmup_steps(20)
-                    .with_total_steps(0),
-            )
-            .with_output_dir(dir.path().display().to_string()),
-        vec![
-            root.join("examples/data/preferences_train.jsonl")
-                .display()
-                .to_string(),
-        ],
-    )
-    .with_pairs_per_step(32)
-    .with_epochs(Some(15.0))
-    .with_warmup_ratio(None);
+    let mut config = RewardTrainConfig::tiny(vec![
+        root.join("examples/data/preferences_train.jsonl")
+            .display()
+            .to_string(),
+    ]);
+    config.train = config
+        .train
+        .with_log_every(0)
+        .with_dashboard(false)
+        .with_output_dir(dir.path().display().to_string());
 
     let device = backend::device();
     SelectedAutodiff::seed(&device, 42);
-    let mut c = LlamaConfig::tiny_15m();
-    c.dim = 96;
-    c.n_layers = 3;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.vocab_size = tokenizer.vocab_size();
-    c.max_seq_len = 96;
+    let trunk = config.tiny_trunk(tokenizer.vocab_size());
     let model = RewardModelConfig::new()
         .with_seed(42)
-        .init(c.init::<SelectedAutodiff>(&device))
+        .init(trunk.init::<SelectedAutodiff>(&device))
         .with_objective(RankingLossConfig::new().with_margin(MarginKind::Small));
     let (model, steps) = train_reward(model, &config, &tokenizer, false, &device).unwrap();
     assert!(steps.len() > 100, "{} steps", steps.len());

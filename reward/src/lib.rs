@@ -10,7 +10,7 @@
 //! | [`rating`] | Table 27 | preference ratings and the small / large margins |
 //! | [`loss`] | eq. 2 | `−log σ(r_c − r_r − m)`, TRL's reward centring |
 //! | [`step`] | — | burn-train's `TrainStep` / `InferenceStep` and synced statistics |
-//! | [`train`] | §3.2.2 | the reward objective on the training engine, the paper's settings |
+//! | [`train`] | §3.2.2 | the reward objective on the training engine, the paper's settings and the tiny default run |
 //! | [`metrics`] | Tables 7, 8 | accuracy overall and per rating, [`evaluate`] |
 //! | [`combine`] | §3.2.3 | safety / helpfulness gate, logit and whitening for RLHF |
 //! | [`file`] | — | reward records and `LlamaForSequenceClassification` directories |

@@ -12,10 +12,12 @@ use std::path::PathBuf;
 use burn::config::Config;
 use burn::data::dataset::Dataset;
 use burn::tensor::backend::AutodiffBackend;
-use llama2::Tokenizer;
 use llama2::lora::LoraConfig;
 use llama2::train::data::holdout;
-use llama2::train::{StepMetrics, StepOutput, TrainConfig, TrainError, Trainable, Trainer};
+use llama2::train::{
+    StepMetrics, StepOutput, TrainConfig, TrainError, Trainable, Trainer, WarmupCosineConfig,
+};
+use llama2::{LlamaConfig, Tokenizer};
 
 use crate::batch::PreferenceBatch;
 use crate::data::{EncodedPair, PreferenceDataset};
@@ -176,6 +178,39 @@ impl RewardTrainConfig {
             .with_micro_batch_size(8);
         train.schedule.peak_lr = 1e-5;
         Self::new(train, data)
+    }
+
+    /// The repository's tiny run on `data` (the `reward train` example's default, with
+    /// the trunk of [`tiny_trunk`](Self::tiny_trunk)): sides of at most 96 tokens,
+    /// micro-batches of 16, 32 pairs per step, 15 epochs, peak learning rate 1e-3 after
+    /// 20 warmup steps, cosine to 10 %.
+    pub fn tiny(data: Vec<String>) -> Self {
+        let train = TrainConfig::new()
+            .with_seq_len(96)
+            .with_micro_batch_size(16)
+            .with_schedule(
+                WarmupCosineConfig::new()
+                    .with_peak_lr(1e-3)
+                    .with_warmup_steps(20)
+                    .with_total_steps(0),
+            );
+        Self::new(train, data)
+            .with_pairs_per_step(32)
+            .with_epochs(Some(15.0))
+            .with_warmup_ratio(None)
+    }
+
+    /// The trunk of the tiny reward model for a tokenizer of `vocab_size` tokens: width
+    /// 96, 3 layers, 4 heads sharing 2 key/value heads, a context of `train.seq_len`.
+    pub fn tiny_trunk(&self, vocab_size: usize) -> LlamaConfig {
+        let mut c = LlamaConfig::tiny_15m();
+        c.dim = 96;
+        c.n_layers = 3;
+        c.n_heads = 4;
+        c.n_kv_heads = 2;
+        c.vocab_size = vocab_size;
+        c.max_seq_len = self.train.seq_len;
+        c
     }
 
     /// The loop settings for `pairs` training pairs.
