@@ -204,7 +204,8 @@ fn one_step_matches_pytorch_on<AD: AutodiffBackend>(dev: &AD::Device, approximat
     eprintln!("loss {loss} vs {ref_loss}; grad norm {norm} vs {ref_norm}");
     // Within 1e-4 absolute (Flex: ~5e-7). NdArray's SIMD `recip`, which burn-autodiff's
     // division and log backward use, is an approximate reciprocal: there the norm is
-    // ~2.6e-5 relative off, so NdArray is held to 1e-4 relative instead.
+    // 2.6e-5 (Intel Xeon) to 8.5e-5 (AMD EPYC) relative off, so NdArray is held to 1e-4
+    // relative instead.
     let tolerance = if approximate_recip {
         1e-4 * ref_norm
     } else {
@@ -225,10 +226,24 @@ fn one_step_matches_pytorch_on<AD: AutodiffBackend>(dev: &AD::Device, approximat
         (after - max_norm).abs() < 1e-4,
         "clipped norm {after} vs {max_norm}"
     );
+    // Flex: 1e-5. NdArray: the raw gradients' 1e-4 scaled by the clipping coefficient,
+    // plus the norm's relative error on the largest clipped gradient (its approximate
+    // reciprocal differs between CPUs: the embeddings' raw gradient is 4.6e-5 off on an AMD
+    // EPYC, 1.3e-5 after clipping).
     for (name, id, rank, t) in named_params(&model) {
         let ours = grad_values::<AD>(&clipped, id, rank, t);
-        let diff = max_abs_diff(&ours, &r.get(&format!("clipped.{name}")).1);
-        assert!(diff < 1e-5, "clipped grad of {name}: max abs diff {diff}");
+        let reference = &r.get(&format!("clipped.{name}")).1;
+        let diff = max_abs_diff(&ours, reference);
+        let tolerance = if approximate_recip {
+            let largest = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            1e-4 * max_norm / ref_norm + tolerance / ref_norm * largest
+        } else {
+            1e-5
+        };
+        assert!(
+            diff < tolerance,
+            "clipped grad of {name}: max abs diff {diff} (tolerance {tolerance:e})"
+        );
     }
 
     // One AdamW step (β = (0.9, 0.95), ε 1e-5, decay 0.1 on matrices only) on
