@@ -135,8 +135,64 @@ pub fn write_file<E: From<WriteError>>(
         .tempfile_in(&parent)
         .map_err(|e| io(&parent, e))?;
     write(tmp.path())?;
+    std::fs::File::open(tmp.path())
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(tmp.path(), e))?;
     tmp.persist(path).map_err(|e| io(path, e.error))?;
     Ok(())
+}
+
+/// A file written in pieces (it implements [`std::io::Write`]) that appears at its path
+/// only on [`finish`](Self::finish). Dropped unfinished, its temporary is removed and the
+/// path is untouched.
+#[derive(Debug)]
+pub struct AtomicFile {
+    out: std::io::BufWriter<tempfile::NamedTempFile>,
+    path: PathBuf,
+}
+
+impl AtomicFile {
+    /// Starts writing `path` (created or replaced by [`finish`](Self::finish)).
+    pub fn create(path: impl Into<PathBuf>) -> Result<Self, WriteError> {
+        let path = path.into();
+        let parent = parent_of(&path);
+        remove_stale_temporaries(&parent);
+        let prefix = own_prefix();
+        let tmp = builder(0o644, &prefix)
+            .tempfile_in(&parent)
+            .map_err(|e| io(&parent, e))?;
+        Ok(Self {
+            out: std::io::BufWriter::new(tmp),
+            path,
+        })
+    }
+
+    /// The output's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes, syncs and moves the file into place.
+    pub fn finish(self) -> Result<(), WriteError> {
+        let path = self.path;
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| io(&path, e.into_error()))?;
+        tmp.as_file().sync_all().map_err(|e| io(&path, e))?;
+        tmp.persist(&path).map_err(|e| io(&path, e.error))?;
+        Ok(())
+    }
+}
+
+impl std::io::Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary sibling: `path` holds the old contents or
@@ -210,5 +266,59 @@ mod tests {
         assert_eq!(remove_stale_temporaries(dir.path()), 2);
         assert!(!dead.exists() && !dead_dir.exists());
         assert!(mine.exists() && other.exists());
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_atomic_file_appears_only_when_finished() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        std::fs::write(&path, b"old\n").unwrap();
+
+        let mut out = AtomicFile::create(&path).unwrap();
+        writeln!(out, "first").unwrap();
+        writeln!(out, "second").unwrap();
+        // Before finish: the old contents, beside one temporary.
+        assert_eq!(std::fs::read(&path).unwrap(), b"old\n");
+        assert_eq!(names(dir.path()).len(), 2);
+        out.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first\nsecond\n");
+        assert_eq!(names(dir.path()), ["rows.jsonl"]);
+
+        // Dropped unfinished: the output is untouched and the temporary gone.
+        let mut out = AtomicFile::create(&path).unwrap();
+        writeln!(out, "never").unwrap();
+        drop(out);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first\nsecond\n");
+        assert_eq!(names(dir.path()), ["rows.jsonl"]);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_neither_output_nor_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.svg");
+        let result: Result<(), WriteError> = write_file(&path, |tmp| {
+            std::fs::write(tmp, b"half").unwrap();
+            Err(io(tmp, std::io::Error::other("renderer failed")))
+        });
+        assert!(result.is_err());
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+
+        let out = dir.path().join("step-00000010");
+        let result: Result<(), WriteError> = write_dir(&out, |tmp| {
+            std::fs::write(tmp.join("model.bpk"), b"half").unwrap();
+            Err(io(tmp, std::io::Error::other("disk full")))
+        });
+        assert!(result.is_err());
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainConfig;
 use super::error::TrainError;
 use super::objective::{Trainable, read_record, write_record};
-use crate::atomic::write_bytes;
+use crate::atomic::{write_bytes, write_dir};
 use crate::lora::LoraConfig;
 
 /// Where a run stands, besides the model and optimizer tensors.
@@ -97,19 +97,18 @@ where
     let root = checkpoints_dir(output_dir);
     let name = format!("step-{:08}", state.step);
     let dir = root.join(&name);
-    let tmp = root.join(format!("{name}.tmp"));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    }
-    fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    model.save_params(&tmp)?;
-    write_record::<B, _>(optim.to_record(), tmp.join("optim"))?;
-    let json = serde_json::to_vec_pretty(state).expect("state serializes");
-    write_bytes(&tmp.join("state.json"), &json)?;
+    fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
     if dir.exists() {
+        // A resumed run saving a step it had saved before.
         fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
     }
-    fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e))?;
+    write_dir(&dir, |tmp| {
+        model.save_params(tmp)?;
+        write_record::<B, _>(optim.to_record(), tmp.join("optim"))?;
+        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        write_bytes(&tmp.join("state.json"), &json)?;
+        Ok::<(), TrainError>(())
+    })?;
     write_bytes(&root.join("latest"), name.as_bytes())?;
     if keep > 0 {
         let mut all = list(&root)?;

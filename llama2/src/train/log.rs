@@ -102,8 +102,9 @@ impl MetricsLog {
             j.push('\n');
             c.push_str(&self.csv_line(m));
         }
-        fs::write(&self.jsonl, j).map_err(|e| TrainError::io(&self.jsonl, e))?;
-        fs::write(&self.csv, c).map_err(|e| TrainError::io(&self.csv, e))
+        crate::atomic::write_bytes(&self.jsonl, j.as_bytes())?;
+        crate::atomic::write_bytes(&self.csv, c.as_bytes())?;
+        Ok(())
     }
 
     /// Records one step.
@@ -169,7 +170,7 @@ impl ValidLog {
             text.push('\n');
         }
         if !history.is_empty() || path.exists() {
-            fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
+            crate::atomic::write_bytes(&path, text.as_bytes())?;
         }
         Ok(Self { path, history })
     }

@@ -11,16 +11,20 @@ use super::log::StepMetrics;
 type Metric<'a> = &'a dyn Fn(&StepMetrics) -> f64;
 
 /// Draws loss (top) and learning rate (bottom) against the step into an SVG
-/// file.
+/// file, written atomically ([`crate::atomic::write_file`]).
 pub fn plot_curves(metrics: &[StepMetrics], path: &Path) -> Result<(), TrainError> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    crate::atomic::write_file(path, |tmp| draw(metrics, tmp, path))
+}
+
+fn draw(metrics: &[StepMetrics], tmp: &Path, path: &Path) -> Result<(), TrainError> {
     let err = |e: &dyn std::fmt::Display| TrainError::Plot {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    if metrics.is_empty() {
-        return Ok(());
-    }
-    let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
+    let root = SVGBackend::new(tmp, (900, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(400);
     let first = metrics[0].step as f64;

@@ -13,12 +13,12 @@
 //! complete, so the output appears whole or not at all.
 
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use llama2::atomic::AtomicFile;
 use llama2::chat::Message;
 use serde::Deserialize;
-use tempfile::NamedTempFile;
 
 use super::dialog::GattDialog;
 use super::error::GattError;
@@ -60,40 +60,21 @@ pub fn read_gatt_dialogs(
 /// Writes examples as JSONL, atomically (see the module docs).
 #[derive(Debug)]
 pub struct GattWriter {
-    out: BufWriter<NamedTempFile>,
-    path: PathBuf,
+    out: AtomicFile,
     rows: usize,
 }
 
 impl GattWriter {
     /// Starts writing `path` (created or replaced by [`finish`](Self::finish)).
     pub fn create(path: impl Into<PathBuf>) -> Result<Self, GattError> {
-        let path = path.into();
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".gatt-").suffix(".jsonl.tmp");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(fs::Permissions::from_mode(0o644));
-        }
-        let tmp = builder
-            .tempfile_in(&dir)
-            .map_err(|e| GattError::io(&dir, e))?;
-        Ok(Self {
-            out: BufWriter::new(tmp),
-            path,
-            rows: 0,
-        })
+        let out = AtomicFile::create(path).map_err(|e| GattError::io(e.path, e.source))?;
+        Ok(Self { out, rows: 0 })
     }
 
     /// Appends one example.
     pub fn write(&mut self, example: &GattExample) -> Result<(), GattError> {
         writeln!(self.out, "{}", example.to_json_line())
-            .map_err(|e| GattError::io(&self.path, e))?;
+            .map_err(|e| GattError::io(self.out.path(), e))?;
         self.rows += 1;
         Ok(())
     }
@@ -106,16 +87,9 @@ impl GattWriter {
     /// Moves the complete file into place; returns the number of rows. If
     /// the writer is dropped instead, the output is left untouched.
     pub fn finish(self) -> Result<usize, GattError> {
-        let path = self.path;
-        let tmp = self
-            .out
-            .into_inner()
-            .map_err(|e| GattError::io(&path, e.into_error()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| GattError::io(&path, e))?;
-        tmp.persist(&path)
-            .map_err(|e| GattError::io(&path, e.error))?;
+        self.out
+            .finish()
+            .map_err(|e| GattError::io(e.path, e.source))?;
         Ok(self.rows)
     }
 }

@@ -41,9 +41,8 @@ pub fn line_chart(
         x1 = x0 + 1.0;
     }
     let pad = ((y1 - y0) * 0.1).max(1e-3);
-    let tmp = path.with_extension("svg.partial");
-    {
-        let root = SVGBackend::new(&tmp, (800, 450)).into_drawing_area();
+    llama2::atomic::write_file(path, |tmp| {
+        let root = SVGBackend::new(tmp, (800, 450)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
@@ -72,9 +71,8 @@ pub fn line_chart(
             .border_style(BLACK)
             .draw()
             .map_err(|e| plot_err(path, e))?;
-        root.present().map_err(|e| plot_err(path, e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| RlhfError::io(path, e))
+        root.present().map_err(|e| plot_err(path, e))
+    })
 }
 
 fn lighter(c: u8) -> u8 {
