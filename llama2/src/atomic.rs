@@ -122,18 +122,22 @@ fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Calls `write` with a temporary path next to `path`, then renames it to `path`. On error
-/// the temporary file is removed and `path` is untouched.
+/// A new temporary file next to `path` (after removing stale ones there).
+fn temporary_beside(path: &Path) -> Result<tempfile::NamedTempFile, WriteError> {
+    let parent = parent_of(path);
+    remove_stale_temporaries(&parent);
+    builder(0o644, &own_prefix())
+        .tempfile_in(&parent)
+        .map_err(|e| io(&parent, e))
+}
+
+/// Calls `write` with a temporary path next to `path`, syncs it and renames it to `path`.
+/// On error the temporary file is removed and `path` is untouched.
 pub fn write_file<E: From<WriteError>>(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), E>,
 ) -> Result<(), E> {
-    let parent = parent_of(path);
-    remove_stale_temporaries(&parent);
-    let prefix = own_prefix();
-    let tmp = builder(0o644, &prefix)
-        .tempfile_in(&parent)
-        .map_err(|e| io(&parent, e))?;
+    let tmp = temporary_beside(path)?;
     write(tmp.path())?;
     std::fs::File::open(tmp.path())
         .and_then(|f| f.sync_all())
@@ -155,12 +159,7 @@ impl AtomicFile {
     /// Starts writing `path` (created or replaced by [`finish`](Self::finish)).
     pub fn create(path: impl Into<PathBuf>) -> Result<Self, WriteError> {
         let path = path.into();
-        let parent = parent_of(&path);
-        remove_stale_temporaries(&parent);
-        let prefix = own_prefix();
-        let tmp = builder(0o644, &prefix)
-            .tempfile_in(&parent)
-            .map_err(|e| io(&parent, e))?;
+        let tmp = temporary_beside(&path)?;
         Ok(Self {
             out: std::io::BufWriter::new(tmp),
             path,
@@ -199,10 +198,7 @@ impl std::io::Write for AtomicFile {
 /// the new ones, never part of them.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     write_file(path, |tmp| {
-        use std::io::Write;
-        let mut file = std::fs::File::create(tmp).map_err(|e| io(tmp, e))?;
-        file.write_all(bytes).map_err(|e| io(tmp, e))?;
-        file.sync_all().map_err(|e| io(tmp, e))
+        std::fs::write(tmp, bytes).map_err(|e| io(tmp, e))
     })
 }
 
